@@ -1,0 +1,116 @@
+"""The Splice generator: Deep Image Prior's "skip" U-Net as the reference configures it.
+
+Five levels with (16, 32, 64, 128, 128) channels down and up and a 4-channel 1x1 skip branch at
+each level. The reference keeps its BatchNorm layers in training mode and always feeds one image
+at a time, so every normalisation is a per-image (instance) normalisation with affine
+parameters, also for the final G(A). Here that is written down as InstanceNorm2d(affine=True):
+the numbers are the same for a batch of one, and a batch of video frames is processed as if each
+frame were alone (BatchNorm over a batch would mix frames and flicker).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CHANNELS_DOWN = (16, 32, 64, 128, 128)
+CHANNELS_UP = (16, 32, 64, 128, 128)
+CHANNELS_SKIP = (4, 4, 4, 4, 4)
+MULTIPLE = 2 ** len(CHANNELS_DOWN)
+MIN_SIDE = 2 * MULTIPLE  # the deepest level must keep more than one pixel to normalise
+
+
+def _norm(channels: int) -> nn.Module:
+    return nn.InstanceNorm2d(channels, affine=True, eps=1e-5)
+
+
+def _conv_block(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    """conv (zero padding) -> per-image norm -> LeakyReLU(0.2), the U-Net's unit."""
+    return [nn.Conv2d(c_in, c_out, kernel, stride, padding=(kernel - 1) // 2), _norm(c_out),
+            nn.LeakyReLU(0.2, inplace=True)]
+
+
+class _Level(nn.Module):
+    """One U-Net level: skip branch, strided encoder, deeper levels, upsample, merge."""
+
+    def __init__(self, level: int, c_in: int) -> None:
+        super().__init__()
+        down, up, skip = CHANNELS_DOWN[level], CHANNELS_UP[level], CHANNELS_SKIP[level]
+        self.skip = nn.Sequential(*_conv_block(c_in, skip, 1))
+        self.down = nn.Sequential(*_conv_block(c_in, down, 3, stride=2), *_conv_block(down, down, 3))
+        last = level == len(CHANNELS_DOWN) - 1
+        self.inner = None if last else _Level(level + 1, down)
+        inner_out = down if last else CHANNELS_UP[level + 1]
+        self.merge = nn.Sequential(_norm(skip + inner_out), *_conv_block(skip + inner_out, up, 3),
+                                   *_conv_block(up, up, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        deep = self.down(x)
+        if self.inner is not None:
+            deep = self.inner(deep)
+        deep = F.interpolate(deep, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.merge(torch.cat((self.skip(x), deep), dim=1))
+
+
+class SpliceGenerator(nn.Module):
+    """[B, 3, H, W] in [0, 1] -> [B, 3, H, W] in [0, 1], any H and W.
+
+    Sizes that are not multiples of 32 are padded (edge replication, so no black border enters
+    the per-image statistics) and cropped back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = _Level(0, 3)
+        self.head = nn.Conv2d(CHANNELS_UP[0], 3, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        height, width = x.shape[-2:]
+        pad_h = max(MIN_SIDE, math.ceil(height / MULTIPLE) * MULTIPLE) - height
+        pad_w = max(MIN_SIDE, math.ceil(width / MULTIPLE) * MULTIPLE) - width
+        if pad_h or pad_w:
+            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
+                      mode="replicate")
+        y = torch.sigmoid(self.head(self.body(x)))
+        if pad_h or pad_w:
+            y = y[..., pad_h // 2: pad_h // 2 + height, pad_w // 2: pad_w // 2 + width]
+        return y
+
+
+def init_weights(module: nn.Module, gain: float = 0.02) -> None:
+    """The reference's init: xavier_normal(gain) convs, norm weights N(1, gain), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_normal_(m.weight, gain=gain)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.InstanceNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+
+
+def build_generator(seed: int = 0) -> SpliceGenerator:
+    """A freshly initialised generator; the seed makes the init reproducible without touching
+    the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = SpliceGenerator()
+        init_weights(generator)
+    return generator
+
+
+@torch.no_grad()
+def apply_generator(generator: SpliceGenerator, images: Tensor, device: torch.device | str,
+                    batch_size: int = 8) -> Tensor:
+    """Run a trained generator over [B, 3, H, W] images in chunks; returns float32 on the CPU.
+
+    Exact for any chunk size because normalisation is per image.
+    """
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+    generator = generator.to(device)
+    outputs = [generator(chunk.to(device=device, dtype=torch.float32)).float().cpu()
+               for chunk in images.split(max(1, batch_size))]
+    return torch.cat(outputs)

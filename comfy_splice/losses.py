@@ -1,0 +1,81 @@
+"""Splice's three loss terms, each a small configuration object that knows how to score features.
+
+The terms only read features; they never run the ViT. The training loop gathers what every
+term needs from one batched forward and hands each term the block it asked for, so adding a
+term never adds a forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backbone import Features, self_similarity
+
+
+def _unit_rows(keys: Tensor, eps: float) -> Tensor:
+    """Rows scaled to unit length (norm clamped at sqrt(eps), matching the clamp of |a||b| at eps)."""
+    keys = keys.float()
+    return keys / keys.norm(dim=-1, keepdim=True).clamp(min=eps ** 0.5)
+
+
+def self_similarity_mse(keys: Tensor, target_keys: Tensor, eps: float = 1e-8) -> Tensor:
+    """MSE between the cosine self-similarity matrices of two key sets, [B, T, C] each.
+
+    For T <= C the T x T matrices are formed directly. For more tokens than channels (DINO inputs
+    above 224 px) the same number comes from C x C Gram matrices,
+    ||XX^T - YY^T||^2 = ||X^T X||^2 - 2 ||X^T Y||^2 + ||Y^T Y||^2, which is cheaper and never
+    materialises the T x T matrices.
+    """
+    if keys.shape != target_keys.shape:
+        raise ValueError(f"key shapes differ: {tuple(keys.shape)} vs {tuple(target_keys.shape)}")
+    batch, tokens, channels = keys.shape
+    if tokens <= channels:
+        return F.mse_loss(self_similarity(keys, eps), self_similarity(target_keys, eps))
+    x, y = _unit_rows(keys, eps), _unit_rows(target_keys, eps)
+    xx = x.transpose(1, 2) @ x
+    yy = y.transpose(1, 2) @ y
+    xy = x.transpose(1, 2) @ y
+    total = xx.square().sum() - 2 * xy.square().sum() + yy.square().sum()
+    return total / (batch * tokens * tokens)
+
+
+@dataclass(frozen=True)
+class StructureLoss:
+    """Keep the structure image's layout: MSE of the keys' self-similarity (paper weight 1)."""
+
+    weight: float = 1.0
+    layer: int = -1
+
+    def __call__(self, output: Features, target: Features) -> Tensor:
+        return self_similarity_mse(output.keys, target.keys)
+
+
+@dataclass(frozen=True)
+class AppearanceLoss:
+    """Take the appearance image's look: MSE of the CLS tokens (paper weight 10)."""
+
+    weight: float = 10.0
+    layer: int = -1
+
+    def __call__(self, output: Features, target: Features) -> Tensor:
+        return F.mse_loss(output.cls.float(), target.cls.float())
+
+
+@dataclass(frozen=True)
+class IdentityLoss:
+    """Leave the appearance image alone: MSE of the keys of G(B') and B' (paper weight 1)."""
+
+    weight: float = 1.0
+    layer: int = -1
+
+    def __call__(self, output: Features, target: Features) -> Tensor:
+        return F.mse_loss(output.keys.float(), target.keys.float())
+
+
+def zero_like(reference: Tensor) -> Tensor:
+    """A scalar zero on the reference's device, for terms that are off this step."""
+    return torch.zeros((), device=reference.device, dtype=torch.float32)

@@ -1,0 +1,51 @@
+"""The field's standard numbers for appearance transfer, from the same DINO features.
+
+structure distance: MSE between the keys' self-similarity of the output and of the structure
+image (papers after Splice use ViT-B/8, the last block, short side 224);
+DINO-I: cosine similarity between the CLS tokens of the output and of the appearance image.
+Either side may be a single image scored against a batch: its features are computed once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backbone import DinoBackbone, extract, self_similarity
+
+
+def _batch(images: Tensor, device: torch.device | str) -> Tensor:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+    return images.to(device=device, dtype=torch.float32)
+
+
+def _check_batches(a: Tensor, b: Tensor) -> None:
+    if a.shape[0] != b.shape[0] and 1 not in (a.shape[0], b.shape[0]):
+        raise ValueError(f"batch sizes differ: {a.shape[0]} vs {b.shape[0]} images "
+                         f"(use equal batches, or a single image on one side)")
+
+
+def structure_distance(backbone: DinoBackbone, output: Tensor, structure: Tensor,
+                       device: torch.device | str, layer: int = -1) -> Tensor:
+    """Per-image MSE of keys self-similarity; the output is resized to the structure image's size."""
+    output, structure = _batch(output, device), _batch(structure, device)
+    _check_batches(output, structure)
+    backbone = backbone.to(device)
+    if output.shape[-2:] != structure.shape[-2:]:
+        output = F.interpolate(output, size=structure.shape[-2:], mode="bilinear", align_corners=False)
+    sim_out = self_similarity(extract(backbone, output, layer).keys)
+    sim_ref = self_similarity(extract(backbone, structure, layer).keys)
+    return (sim_out - sim_ref).square().mean(dim=(1, 2)).cpu()
+
+
+def dino_i(backbone: DinoBackbone, output: Tensor, appearance: Tensor,
+           device: torch.device | str, layer: int = -1) -> Tensor:
+    """Per-image cosine similarity of the CLS tokens of output and appearance image."""
+    output, appearance = _batch(output, device), _batch(appearance, device)
+    _check_batches(output, appearance)
+    backbone = backbone.to(device)
+    cls_out = extract(backbone, output, layer).cls.float()
+    cls_ref = extract(backbone, appearance, layer).cls.float()
+    return F.cosine_similarity(cls_out, cls_ref, dim=-1).cpu()

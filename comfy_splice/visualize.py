@@ -1,0 +1,38 @@
+"""What the structure loss holds fixed, as a picture (the Splice paper's figure 5).
+
+The keys' self-similarity matrix of an image is reduced to three principal components per
+token; the patch tokens' components, min-max scaled to [0, 1] and laid out on the patch grid,
+become an RGB image. Regions the loss considers alike get alike colours.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backbone import DinoBackbone, dino_input_size, extract, self_similarity
+
+
+def self_similarity_pca(backbone: DinoBackbone, image: Tensor, device: torch.device | str,
+                        layer: int = -1, short_side: int = 224) -> Tensor:
+    """[1, 3, H, W] in [0, 1] -> [1, 3, H, W] PCA colour image of the keys' self-similarity."""
+    if image.ndim != 4 or image.shape[0] != 1 or image.shape[1] != 3:
+        raise ValueError(f"expected one RGB image [1, 3, H, W], got {tuple(image.shape)}")
+    backbone = backbone.to(device)
+    height, width = image.shape[-2:]
+    dino_h, dino_w = dino_input_size(height, width, short_side, None)
+    rows, cols = dino_h // backbone.patch_size, dino_w // backbone.patch_size
+    keys = extract(backbone, image.to(device, torch.float32), layer, short_side, None).keys
+    sim = self_similarity(keys)[0].float()
+    centred = sim - sim.mean(dim=0, keepdim=True)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)
+    components = centred @ v[:3].T  # [T, 3]
+    if components.shape[1] < 3:  # fewer tokens than components: pad with zeros
+        components = F.pad(components, (0, 3 - components.shape[1]))
+    grid = components[1:].reshape(rows, cols, 3)
+    low, high = grid.min(), grid.max()
+    grid = (grid - low) / (high - low).clamp(min=1e-8)
+    picture = grid.permute(2, 0, 1)[None]
+    picture = F.interpolate(picture, size=(height, width), mode="bilinear", align_corners=False)
+    return picture.clamp(0, 1).cpu()
