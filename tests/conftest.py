@@ -1,0 +1,116 @@
+"""Session-wide test setup for comfy-splice.
+
+- Puts the repo root on sys.path (appended, so a ComfyUI directory that a test puts first still
+  wins for names like ``nodes``), so ``import comfy_splice`` works however pytest is started.
+- Keeps pytest from importing the repo's own ``__init__.py``: the repo root is a ComfyUI custom
+  node package, so pytest >= 8 would collect it as a Package and import it (outside ComfyUI).
+  Do not add ``__init__.py`` files under tests/ either.
+- Marks tests by folder: tests/core -> ``core``, tests/host -> ``host``, tests/browser ->
+  ``browser`` (select with ``-m``).
+- Fixtures shared by every folder: ``tiny_dino_file``, and the real ComfyUI server
+  (``comfy_server``, ``comfy_server_factory``, defined here rather than in tests/host so host
+  and browser tests share one server per session). On a failing test that used a server, the
+  server's log tail is added to the report.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import pytest
+
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
+HOST_DIR = TESTS_DIR / "host"
+for _path in (REPO_ROOT, HOST_DIR):
+    if str(_path) not in sys.path:
+        sys.path.append(str(_path))
+
+if TYPE_CHECKING:  # imported lazily: core tests need none of the client's packages
+    from comfy_client import ComfyServer
+
+FOLDER_MARKERS = {"core": "core", "host": "host", "browser": "browser"}
+SERVER_FIXTURES = ("comfy_server", "comfy_server_factory")
+
+_servers: list["ComfyServer"] = []
+
+
+class _RootIsNotAPackage:
+    """Collect the repo root as a plain directory, so pytest never imports its __init__.py."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+        if path == REPO_ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A conftest's own hooks only apply below its folder; the repo root is above it, so the
+    # hook goes in a plugin registered globally.
+    if not config.pluginmanager.has_plugin("comfy-splice-root-dir"):
+        config.pluginmanager.register(_RootIsNotAPackage(), "comfy-splice-root-dir")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            folder = Path(item.path).resolve().relative_to(TESTS_DIR).parts[0]
+        except (ValueError, IndexError):
+            continue
+        marker = FOLDER_MARKERS.get(folder)
+        if marker:
+            item.add_marker(marker)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if report.failed and _servers and any(name in item.fixturenames for name in SERVER_FIXTURES):
+        for server in _servers:
+            report.sections.append((f"ComfyUI server log ({server.url})", server.log_report(80)))
+    return report
+
+
+@pytest.fixture(scope="session")
+def tiny_dino_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random DINO-layout .pth (ViT, patch 16, dim 64, depth 2) that load_backbone loads."""
+    from comfy_splice.backbone import save_tiny_backbone
+
+    path = save_tiny_backbone(tmp_path_factory.mktemp("tiny_dino") / "tiny_dino_vit.pth")
+    return Path(path)
+
+
+@pytest.fixture(scope="session")
+def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ComfyServer]]:
+    """Start extra real ComfyUI servers: ``factory(*more_args, name="server")``. The args are
+    added to the defaults (``--cpu`` and $COMFY_SPLICE_SERVER_ARGS); ``replace_args=[...]``
+    replaces them. All are stopped by PID at the end of the session."""
+    from comfy_client import ComfyServer, ServerError, default_server_args
+
+    started: list[ComfyServer] = []
+
+    def start(*more_args: str, name: str = "comfyui", replace_args: list[str] | None = None) -> ComfyServer:
+        args = list(replace_args) if replace_args is not None else default_server_args() + list(more_args)
+        server = ComfyServer(tmp_path_factory.mktemp(name), extra_args=args)
+        started.append(server)
+        _servers.append(server)
+        try:
+            server.start()
+        except ServerError as error:
+            pytest.fail(str(error), pytrace=False)
+        return server
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+        _servers.remove(server)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
+    """The session's real ComfyUI 0.3.75 (``main.py --cpu``) with this pack installed; default
+    cache behaviour (no --cache-lru). See tests/host/comfy_client.py for the client API."""
+    return comfy_server_factory(name="comfyui")
