@@ -1,0 +1,45 @@
+"""ComfyUI V3 nodes of comfy-splice: thin adapters from graph values to ``comfy_splice``.
+
+One module per concern (loading DINO, losses, training, applying, saving/loading generators,
+analysis). ``node_list()`` is what the pack's ``comfy_entrypoint`` hands to ComfyUI; node ids
+and widget order are permanent (saved workflows refer to them positionally).
+"""
+
+from __future__ import annotations
+
+from .analysis import SpliceMetrics, SpliceVisualizeStructure
+from .api import ComfyExtension, io
+from .apply import SpliceApply
+from .dino import SpliceLoadDINO
+from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
+from .losses import SpliceAppearanceLoss, SpliceStructureLoss
+from .paths import register_folders
+from .train import SpliceTrainGenerator
+
+NODES: tuple[type[io.ComfyNode], ...] = (
+    SpliceLoadDINO,
+    SpliceStructureLoss,
+    SpliceAppearanceLoss,
+    SpliceTrainGenerator,
+    SpliceApply,
+    SpliceSaveGenerator,
+    SpliceLoadGenerator,
+    SpliceVisualizeStructure,
+    SpliceMetrics,
+)
+
+
+def node_list() -> list[type[io.ComfyNode]]:
+    """The pack's nodes, after registering its model folders (their schemas list those folders)."""
+    register_folders()
+    return list(NODES)
+
+
+class SpliceExtension(ComfyExtension):
+    """The comfy-splice extension: ComfyUI asks it for its node classes at startup."""
+
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return node_list()
+
+
+__all__ = ["NODES", "SpliceExtension", "node_list"]

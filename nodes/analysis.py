@@ -1,0 +1,146 @@
+"""Visualize Structure (Splice) and Splice Metrics: looking at what the losses measure."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..comfy_splice.metrics import dino_i, structure_distance
+from ..comfy_splice.visualize import self_similarity_pca
+from . import host
+from .api import io, ui
+from .losses import BLOCK_MAX, BLOCK_MIN
+from .types import DinoHandle, SpliceDino
+
+CATEGORY = "image/splice"
+
+
+def _check_dino(dino: object) -> DinoHandle:
+    if not isinstance(dino, DinoHandle):
+        raise ValueError("dino: connect the output of 'Load DINO-ViT (Splice)'.")
+    return dino
+
+
+def _check_block(dino: DinoHandle, block: int) -> int:
+    """The block index for this backbone, or an error that gives the valid range."""
+    try:
+        dino.backbone.resolve_layer(block)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. {dino.label} has {dino.backbone.depth} blocks: set 'block' to "
+                         f"-1 (last) or a value from {-dino.backbone.depth} to "
+                         f"{dino.backbone.depth - 1}.") from None
+    return int(block)
+
+
+def _min_side(dino: DinoHandle) -> int:
+    return dino.backbone.patch_size
+
+
+class SpliceVisualizeStructure(io.ComfyNode):
+    """The structure representation as colours: PCA of the DINO keys' self-similarity."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceVisualizeStructure",
+            display_name="Visualize Structure (Splice)",
+            category=CATEGORY,
+            description=(
+                "Shows what Splice's structure loss keeps: the self-similarity of DINO's attention "
+                "keys, reduced to three principal components and drawn as colours on the image "
+                "grid (the paper's figure 5). Parts the ViT considers alike get alike colours."),
+            inputs=[
+                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                io.Image.Input("image",
+                               tooltip="Image(s) to visualise; each image of a batch separately."),
+                io.Int.Input(
+                    "block", default=-1, min=BLOCK_MIN, max=BLOCK_MAX,
+                    tooltip="Transformer block whose keys are shown (-1 = last, as the structure loss)."),
+            ],
+            outputs=[
+                io.Image.Output("visualization", display_name="visualization",
+                                tooltip="PCA colours of the keys' self-similarity, at the input size."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, dino: object, image: Tensor, block: int = -1) -> io.NodeOutput:
+        handle = _check_dino(dino)
+        layer = _check_block(handle, block)
+        images = host.image_to_core(image, "image")
+        host.check_min_size(images, _min_side(handle), "The image",
+                            f"one {handle.backbone.patch_size}px ViT patch")
+        device = host.torch_device()
+        backbone = host.backbone_for(handle.backbone, device, for_training=False)
+        progress = host.Progress(int(images.shape[0]))
+        pictures = []
+        for index in range(images.shape[0]):
+            pictures.append(self_similarity_pca(backbone, images[index:index + 1], device, layer))
+            progress.step(index + 1)
+        return io.NodeOutput(host.image_to_comfy(torch.cat(pictures)))
+
+
+class SpliceMetrics(io.ComfyNode):
+    """The field's two numbers for a result: structure distance and DINO-I."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceMetrics",
+            display_name="Splice Metrics",
+            category=CATEGORY,
+            description=(
+                "Scores an appearance-transfer result as papers after Splice do: structure "
+                "distance (MSE of the DINO keys' self-similarity between output and structure "
+                "image; lower keeps the structure better) and DINO-I (cosine similarity of the CLS "
+                "tokens of output and appearance image; higher is closer in appearance). Use the "
+                "paper's ViT-B/8 to compare with published numbers. Batches are averaged."),
+            is_output_node=True,
+            inputs=[
+                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)' (ViT-B/8 for "
+                                                 "numbers comparable with papers)."),
+                io.Image.Input("output", tooltip="The result to score (a batch is scored per image and averaged)."),
+                io.Image.Input("structure", tooltip=("The structure image (one image, or one per output "
+                                                     "image). The output is resized to its size.")),
+                io.Image.Input("appearance", tooltip="The appearance image (one image, or one per output image)."),
+            ],
+            outputs=[
+                io.String.Output("report", display_name="report",
+                                 tooltip="Both numbers as text (also shown in the node's output)."),
+                io.Float.Output("structure_distance", display_name="structure_distance",
+                                tooltip="Mean structure distance over the batch (lower is better)."),
+                io.Float.Output("dino_i", display_name="dino_i",
+                                tooltip="Mean DINO-I over the batch (higher is better, at most 1)."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, dino: object, output: Tensor, structure: Tensor,
+                appearance: Tensor) -> io.NodeOutput:
+        handle = _check_dino(dino)
+        out = host.image_to_core(output, "output")
+        ref_s = host.image_to_core(structure, "structure")
+        ref_a = host.image_to_core(appearance, "appearance")
+        n = int(out.shape[0])
+        for name, batch in (("structure", ref_s), ("appearance", ref_a)):
+            if int(batch.shape[0]) not in (1, n):
+                raise ValueError(f"The {name} batch has {batch.shape[0]} images and the output "
+                                 f"{n}: give one {name} image, or one per output image.")
+        why = f"one {handle.backbone.patch_size}px ViT patch"
+        for name, batch in (("The output image", out), ("The structure image", ref_s),
+                            ("The appearance image", ref_a)):
+            host.check_min_size(batch, _min_side(handle), name, why)
+        device = host.torch_device()
+        backbone = host.backbone_for(handle.backbone, device, for_training=False)
+        distances = structure_distance(backbone, out, ref_s, device).float()
+        similarities = dino_i(backbone, out, ref_a, device).float()
+        mean_distance, mean_similarity = float(distances.mean()), float(similarities.mean())
+        lines = [f"structure distance: {mean_distance:.5f} (lower keeps the structure better)",
+                 f"DINO-I: {mean_similarity:.4f} (higher is closer to the appearance)",
+                 f"DINO-ViT: {handle.label}"]
+        if n > 1:
+            lines.append(f"mean over {n} images; per image:")
+            lines += [f"  {i}: structure distance {d:.5f}, DINO-I {s:.4f}"
+                      for i, (d, s) in enumerate(zip(distances.tolist(), similarities.tolist()))]
+        report = "\n".join(lines)
+        return io.NodeOutput(report, mean_distance, mean_similarity, ui=ui.PreviewText(report))

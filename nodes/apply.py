@@ -1,0 +1,55 @@
+"""Splice Output: apply a trained generator to images (any size, any batch, e.g. video frames)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import host
+from .api import io
+from .generators import check_generator, run_generator
+from .types import SpliceGenerator
+
+CATEGORY = "image/splice"
+
+
+class SpliceApply(io.ComfyNode):
+    """G(images) at the input resolution; per-image normalisation makes batching exact."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceApply",
+            display_name="Splice Output",
+            category=CATEGORY,
+            description=(
+                "Applies a trained Splice generator to images and returns them at their own "
+                "resolution. Works on any size and on batches such as video frames; every image is "
+                "normalised on its own, so the result does not depend on the batch. Best on "
+                "images like the structure image it was trained on."),
+            inputs=[
+                SpliceGenerator.Input(
+                    "generator",
+                    tooltip="From 'Train Generator (Splice)' or 'Load Splice Generator'."),
+                io.Image.Input(
+                    "images",
+                    tooltip="Images to translate (any size; a batch, e.g. video frames, is fine)."),
+                io.Int.Input(
+                    "batch_size", default=4, min=1, max=256,
+                    tooltip=("Images processed at once. Only speed and memory change: results are "
+                             "identical for every value. Lower it if you run out of memory on "
+                             "large images.")),
+            ],
+            outputs=[
+                io.Image.Output("image", display_name="image",
+                                tooltip="The translated images, same size and count as the input."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
+        trained = check_generator(generator)
+        batch = host.image_to_core(images, "images")
+        progress = host.Progress(int(batch.shape[0]))
+        out = run_generator(trained.generator, batch, host.torch_device(), int(batch_size),
+                            on_chunk=progress.step)
+        return io.NodeOutput(host.image_to_comfy(out))

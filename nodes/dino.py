@@ -1,0 +1,84 @@
+"""Load DINO-ViT (Splice): a weight file from ``models/splice_dino`` -> SPLICE_DINO."""
+
+from __future__ import annotations
+
+import logging
+
+from ..comfy_splice.backbone import (WeightsError, download_weights, load_backbone,
+                                     missing_weights_message, official_model)
+from . import paths
+from .api import io
+from .types import DinoHandle, SpliceDino
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "image/splice"
+
+
+class SpliceLoadDINO(io.ComfyNode):
+    """Loads a DINO-ViT on the CPU; the training and analysis nodes move copies to the device."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        # The options are computed on every call, so new files appear on the next refresh.
+        return io.Schema(
+            node_id="SpliceLoadDINO",
+            display_name="Load DINO-ViT (Splice)",
+            category=CATEGORY,
+            description=(
+                "Loads a DINO-ViT (self-supervised Vision Transformer) whose features Splice uses: "
+                "the CLS token for appearance and the attention keys' self-similarity for "
+                "structure. Put weight files (.pth or .safetensors) in models/splice_dino. The "
+                "paper uses dino_vitbase8_pretrain.pth (ViT-B/8)."),
+            inputs=[
+                io.Combo.Input(
+                    "model_name", options=paths.dino_options(), default=paths.DEFAULT_DINO_FILE,
+                    tooltip=(
+                        "DINO weights in models/splice_dino (or a folder configured as "
+                        "'splice_dino' in extra_model_paths.yaml). The four official DINO v1 names "
+                        "are always listed; a missing one is downloaded only when "
+                        "download_if_missing is on. dino_vitbase8_pretrain.pth (ViT-B/8) is the "
+                        "paper's model; the ViT-S and /16 models are faster and coarser.")),
+                io.Boolean.Input(
+                    "download_if_missing", default=False,
+                    tooltip=(
+                        "If the chosen official file is not on disk, download it from "
+                        "dl.fbaipublicfiles.com into the first splice_dino folder (ViT-B/8 is "
+                        "~330 MB). Off: a missing file is an error that names the folder and URL.")),
+            ],
+            outputs=[
+                SpliceDino.Output(
+                    "dino", display_name="dino",
+                    tooltip="The DINO-ViT, for the Structure/Appearance Loss and analysis nodes."),
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, model_name: str, download_if_missing: bool = False, **_: object) -> str:
+        """Re-load when the file on disk changes (replaced, downloaded, deleted)."""
+        return paths.file_fingerprint(paths.find_dino(model_name))
+
+    @classmethod
+    def execute(cls, model_name: str, download_if_missing: bool = False) -> io.NodeOutput:
+        path = paths.find_dino(model_name)
+        if path is None:
+            path = _fetch_missing(model_name, download_if_missing)
+        backbone = load_backbone(path)
+        log.info("Splice: loaded DINO-ViT %s from %s", backbone.name, path)
+        return io.NodeOutput(DinoHandle(backbone=backbone, file_name=model_name, path=path))
+
+
+def _fetch_missing(model_name: str, download: bool) -> str:
+    """Path of an official file after an explicit download, or a WeightsError that says what to do."""
+    folders = paths.dino_folders()
+    folder = folders[0]
+    if model_name not in paths.OFFICIAL_FILE_NAMES:
+        raise WeightsError(
+            f"DINO weights file {model_name!r} is not in any splice_dino folder "
+            f"({', '.join(folders)}). Put it back there, or pick another file.")
+    if not download:
+        raise WeightsError(
+            f"{missing_weights_message(model_name, folder)} To let this node download it, turn on "
+            f"'download_if_missing'.")
+    log.info("Splice: downloading %s into %s", official_model(model_name).url, folder)
+    return str(download_weights(model_name, folder))

@@ -1,0 +1,133 @@
+"""Save Splice Generator / Load Splice Generator.
+
+Saving follows ComfyUI's conventions for trained weights (like core's Save LoRA): a safetensors
+file in the output folder with a counter in its name, and, unless ComfyUI runs with
+``--disable-metadata``, the prompt and workflow as JSON strings in its metadata (with the Splice
+config, which is always written). Loading reads ``models/splice_generators``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import folder_paths
+from comfy.cli_args import args
+
+from ..comfy_splice.checkpoint import load_generator, save_generator
+from . import paths
+from .api import io, ui
+from .generators import check_generator
+from .types import SpliceGenerator
+
+log = logging.getLogger(__name__)
+
+CATEGORY = "image/splice"
+
+
+def _workflow_metadata(prompt: object, extra_pnginfo: object) -> dict[str, str]:
+    """The prompt and extra PNG info (the UI workflow) as JSON strings, as SaveImage writes them."""
+    if args.disable_metadata:
+        return {}
+    metadata: dict[str, str] = {}
+    if prompt is not None:
+        metadata["prompt"] = json.dumps(prompt)
+    if isinstance(extra_pnginfo, dict):
+        for key, value in extra_pnginfo.items():
+            metadata[str(key)] = json.dumps(value)
+    return metadata
+
+
+class SpliceSaveGenerator(io.ComfyNode):
+    """Writes a trained generator to the output folder as safetensors."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceSaveGenerator",
+            display_name="Save Splice Generator",
+            category=CATEGORY,
+            description=(
+                "Saves a trained Splice generator (~4 MB safetensors with its training config and, "
+                "unless ComfyUI runs with --disable-metadata, the workflow) to the output folder. "
+                "To load it later with 'Load Splice Generator', move the file into "
+                "models/splice_generators."),
+            is_output_node=True,
+            inputs=[
+                SpliceGenerator.Input(
+                    "generator",
+                    tooltip="From 'Train Generator (Splice)' (or 'Load Splice Generator')."),
+                io.String.Input(
+                    "filename_prefix", default="splice/generator",
+                    tooltip=("File name prefix inside the output folder; a counter and "
+                             ".safetensors are appended. May contain subfolders and %date% "
+                             "tokens like Save Image.")),
+            ],
+            outputs=[],
+            hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
+        )
+
+    @classmethod
+    def execute(cls, generator: object, filename_prefix: str = "splice/generator") -> io.NodeOutput:
+        trained = check_generator(generator)
+        if not filename_prefix.strip():
+            raise ValueError("filename_prefix is empty; give the file a name such as "
+                             "'splice/generator'.")
+        output_dir = folder_paths.get_output_directory()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix,
+                                                                               output_dir)
+        file_name = f"{name}_{counter:05}_.safetensors"
+        path = os.path.join(folder, file_name)
+        hidden = cls.hidden
+        metadata = _workflow_metadata(getattr(hidden, "prompt", None),
+                                      getattr(hidden, "extra_pnginfo", None))
+        save_generator(path, trained, extra_metadata=metadata)
+        log.info("Splice: saved generator to %s", path)
+        shown = f"{subfolder}/{file_name}" if subfolder else file_name
+        return io.NodeOutput(ui={
+            "text": [f"Saved output/{shown}. Move it to models/splice_generators to load it."],
+            "splice_generators": [{"filename": file_name, "subfolder": subfolder,
+                                   "type": "output"}],
+        })
+
+
+class SpliceLoadGenerator(io.ComfyNode):
+    """Loads a generator saved by 'Save Splice Generator' from models/splice_generators."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceLoadGenerator",
+            display_name="Load Splice Generator",
+            category=CATEGORY,
+            description=(
+                "Loads a trained Splice generator (.safetensors written by 'Save Splice "
+                "Generator') from models/splice_generators, so it can be applied again without "
+                "training."),
+            inputs=[
+                io.Combo.Input(
+                    "generator_name", options=paths.generator_options(),
+                    tooltip=("A generator file in models/splice_generators (or a folder configured "
+                             "as 'splice_generators' in extra_model_paths.yaml). Files saved by "
+                             "'Save Splice Generator' land in the output folder: move them here.")),
+            ],
+            outputs=[
+                SpliceGenerator.Output("generator", display_name="generator",
+                                       tooltip="The trained generator, for 'Splice Output'."),
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, generator_name: str, **_: object) -> str:
+        """Re-load when the file on disk changes."""
+        return paths.file_fingerprint(paths.find_generator(generator_name))
+
+    @classmethod
+    def execute(cls, generator_name: str) -> io.NodeOutput:
+        path = paths.find_generator(generator_name)
+        if path is None:
+            raise ValueError(f"Splice generator {generator_name!r} is not in "
+                             f"{', '.join(paths.generator_folders())}; put it back there or pick "
+                             f"another file.")
+        return io.NodeOutput(load_generator(path))

@@ -1,0 +1,41 @@
+"""Running a trained generator from a node without changing the shared (cached) object."""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..comfy_splice.generator import SpliceGenerator, apply_generator
+from ..comfy_splice.train import TrainedGenerator
+
+
+def check_generator(value: object, name: str = "generator") -> TrainedGenerator:
+    """The input is a trained generator, or a ValueError naming the nodes that make one."""
+    if not isinstance(value, TrainedGenerator):
+        raise ValueError(f"{name}: connect the output of 'Train Generator (Splice)' or "
+                         f"'Load Splice Generator' (got {type(value).__name__}).")
+    return value
+
+
+def run_generator(generator: SpliceGenerator, images: Tensor, device: torch.device,
+                  batch_size: int, on_chunk: Callable[[int, int], None] | None = None) -> Tensor:
+    """G(images) for core-layout images, in chunks, float32 on the CPU.
+
+    ``apply_generator`` moves the module it is given; a cached generator that other nodes (Save,
+    a second Splice Output) also use must stay on the CPU, so off-CPU it gets a copy (~4 MB).
+    ``on_chunk(done, total)`` is called after each chunk (progress, interrupt checks).
+    """
+    if device.type != "cpu":
+        generator = copy.deepcopy(generator)
+    batch_size = max(1, int(batch_size))
+    total = int(images.shape[0])
+    outputs = []
+    for start in range(0, total, batch_size):
+        chunk = images[start:start + batch_size]
+        outputs.append(apply_generator(generator, chunk, device, batch_size=batch_size))
+        if on_chunk is not None:
+            on_chunk(min(start + batch_size, total), total)
+    return torch.cat(outputs)

@@ -1,0 +1,173 @@
+"""What the nodes need from the ComfyUI host, in one place: devices, memory, images, progress.
+
+ComfyUI runs every node under ``torch.inference_mode()``. Tensors made there (input images,
+weights loaded by another node) are inference tensors, which autograd refuses to save for
+backward; training therefore works on clones made with inference mode switched off
+(:func:`training_mode`, :func:`backbone_for`, :func:`image_to_core` with ``clone=True``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import time
+import traceback
+from typing import Iterator
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+import comfy.model_management as mm
+import comfy.utils
+from comfy.cli_args import args
+
+from ..comfy_splice.backbone import DinoBackbone
+
+log = logging.getLogger(__name__)
+
+
+def torch_device() -> torch.device:
+    """The device ComfyUI computes on (honours ``--cpu``, DirectML, MPS, XPU ...)."""
+    return mm.get_torch_device()
+
+
+@contextlib.contextmanager
+def training_mode() -> Iterator[None]:
+    """Leave ComfyUI's inference mode and turn gradients on for the duration of a training run."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def backbone_for(backbone: DinoBackbone, device: torch.device, for_training: bool) -> DinoBackbone:
+    """A copy of the shared backbone on ``device``; the cached original is never moved or changed.
+
+    For training the copy is made with inference mode off, so its weights are ordinary tensors
+    that autograd may save (gradients flow through DINO into the generator). For no-grad use on
+    the CPU the original itself is fine and saves a copy.
+    """
+    if not for_training and device.type == "cpu":
+        return backbone
+    with torch.inference_mode(False):
+        clone = copy.deepcopy(backbone)
+    return clone.to(device)
+
+
+def free_memory_for(backbone: DinoBackbone, images: list[Tensor], device: torch.device) -> None:
+    """Ask ComfyUI to unload models until a training run of this size fits on ``device``.
+
+    A deliberately generous estimate: weights (copy + Adam-free frozen ViT), the ViT activations
+    kept for backward for two images at the DINO resolution, and the generator's activations at
+    the largest image's full resolution. Over-asking only unloads models ComfyUI would reload.
+    """
+    params = sum(p.numel() for p in backbone.parameters())
+    tokens = 1 + (224 // backbone.patch_size) * (480 // backbone.patch_size)
+    vit_activations = 2 * backbone.depth * tokens * backbone.embed_dim * 16
+    pixels = max((int(i.shape[-2]) * int(i.shape[-1]) for i in images), default=0)
+    generator_activations = pixels * 16 * 12
+    required = 4 * (2 * params + vit_activations + generator_activations) + (512 << 20)
+    log.debug("freeing %.2f GiB on %s for training", required / 2**30, device)
+    mm.free_memory(required, device)
+
+
+def soft_empty_cache() -> None:
+    """Return cached allocator blocks to the driver (a no-op on the CPU)."""
+    mm.soft_empty_cache()
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the locals of the frames an exception passed through (the trainer, the ViT copy).
+
+    ComfyUI keeps a failed prompt's exception alive while it reports it; without this the
+    training run's device tensors would outlive the ``soft_empty_cache()`` that follows.
+    Only the locals go: the traceback text (file, line, function) is unchanged.
+    """
+    traceback.clear_frames(exc.__traceback__)
+
+
+def check_interrupt(*_: object) -> None:
+    """Raise ComfyUI's InterruptProcessingException if the user pressed Cancel (/interrupt)."""
+    mm.throw_exception_if_processing_interrupted()
+
+
+def image_to_core(image: Tensor, name: str, clone: bool = False) -> Tensor:
+    """ComfyUI IMAGE [B, H, W, C] in [0, 1] -> core layout [B, 3, H, W] float32.
+
+    An alpha channel is dropped and a single channel repeated, as ComfyUI's own nodes do.
+    ``clone`` makes an ordinary (non-inference) contiguous copy that training may backprop into.
+    """
+    if not isinstance(image, Tensor) or image.ndim != 4:
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"{name}: expected an IMAGE of shape [batch, height, width, channels], got "
+                         f"{shape}. Connect an image output (e.g. Load Image) to '{name}'.")
+    channels = int(image.shape[-1])
+    if channels == 4:
+        image = image[..., :3]
+    elif channels == 1:
+        image = image.expand(-1, -1, -1, 3)
+    elif channels != 3:
+        raise ValueError(f"{name}: expected an RGB image (3 channels), got {channels} channels.")
+    if image.shape[0] == 0:
+        raise ValueError(f"{name}: the image batch is empty.")
+    out = image.permute(0, 3, 1, 2).float()
+    if clone:
+        with torch.inference_mode(False):
+            out = out.clone(memory_format=torch.contiguous_format)
+    return out
+
+
+def image_to_comfy(images: Tensor) -> Tensor:
+    """Core layout [B, 3, H, W] -> ComfyUI IMAGE [B, H, W, 3] float32 on the CPU, clamped to [0, 1]."""
+    return images.detach().float().clamp(0.0, 1.0).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+def check_min_size(images: Tensor, min_side: int, name: str, why: str) -> None:
+    """Refuse images too small to carry any structure, naming the minimum size and the fix."""
+    height, width = int(images.shape[-2]), int(images.shape[-1])
+    if height < min_side or width < min_side:
+        raise ValueError(f"{name} is {width}x{height} pixels; the minimum is {min_side}x{min_side} "
+                         f"({why}). Use a larger image (Splice is meant for images of a few hundred "
+                         f"pixels), e.g. upscale it with 'Upscale Image' first.")
+
+
+def to_pil(image: Tensor) -> Image.Image:
+    """First image of a core batch [B, 3, H, W] in [0, 1] -> an RGB PIL image (for previews)."""
+    array = (image[0].detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
+
+
+class Progress:
+    """ComfyUI's progress bar with live JPEG previews on the running node.
+
+    ``step`` checks for a pending interrupt on every call, so a Cancel is honoured within one
+    training step. The progress message itself (two websocket messages per update) is sent for
+    the first and last step and otherwise at most every ``min_interval`` seconds: on a GPU a
+    Splice step takes a few milliseconds, and one message per step would flood the browser.
+    """
+
+    def __init__(self, total: int, min_interval: float = 0.1) -> None:
+        self.total = total
+        self.min_interval = min_interval
+        self.bar = comfy.utils.ProgressBar(total)
+        self._last_sent = float("-inf")
+
+    def step(self, done: int, total: int | None = None) -> None:
+        """Report ``done`` of ``total`` steps (and raise if the user interrupted)."""
+        check_interrupt()
+        total = total or self.total
+        now = time.monotonic()
+        if done <= 1 or done >= total or now - self._last_sent >= self.min_interval:
+            self._last_sent = now
+            self.bar.update_absolute(done, total)
+
+    def preview(self, done: int, image: Tensor) -> None:
+        """Show ``image`` ([1, 3, H, W] in [0, 1]) on the node, with the progress value ``done``.
+
+        ComfyUI fits previews into ``--preview-size`` pixels, enlarging small ones too; an image
+        that already fits is sent as it is.
+        """
+        picture = to_pil(image)
+        max_size = args.preview_size if max(picture.size) > args.preview_size else None
+        self._last_sent = time.monotonic()
+        self.bar.update_absolute(done, self.total, ("JPEG", picture, max_size))

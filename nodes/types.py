@@ -1,0 +1,66 @@
+"""Graph types of the pack and the small values that travel along their links.
+
+The type names are prefixed (``SPLICE_``) because ComfyUI matches sockets by name across every
+installed pack. The values are plain frozen dataclasses around core objects: a link carries a
+reference, never a copy, so nodes must not mutate what they receive (training works on clones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ..comfy_splice.backbone import DinoBackbone
+from .api import io
+
+SpliceDino = io.Custom("SPLICE_DINO")
+"""A loaded DINO-ViT (:class:`DinoHandle`)."""
+
+SpliceLoss = io.Custom("SPLICE_LOSS")
+"""One configured loss term (:class:`LossSpec`), carrying the backbone it reads."""
+
+SpliceGenerator = io.Custom("SPLICE_GENERATOR")
+"""A trained generator (``comfy_splice.train.TrainedGenerator``)."""
+
+LossMap = io.Custom("LOSS_MAP")
+"""ComfyUI's own loss-history type: ``{"loss": [float, ...]}`` (drawn by core's Plot Loss Graph)."""
+
+LossKind = Literal["structure", "appearance"]
+
+
+@dataclass(frozen=True, eq=False)
+class DinoHandle:
+    """A DINO-ViT loaded on the CPU by "Load DINO-ViT (Splice)".
+
+    ``backbone`` was built under ComfyUI's inference mode, so its weights are inference tensors:
+    consumers that need autograd must clone it (see ``nodes.host.backbone_for``).
+    ``file_name`` is what the user picked; ``path`` where it was read from.
+    """
+
+    backbone: DinoBackbone
+    file_name: str
+    path: str
+
+    @property
+    def label(self) -> str:
+        """How messages name this model: the architecture and the file it came from."""
+        return f"{self.backbone.name} ({self.file_name})"
+
+
+@dataclass(frozen=True, eq=False)
+class LossSpec:
+    """One Splice loss term as configured by a loss node.
+
+    ``block`` is a ViT block index as the user typed it (-1 = last), already checked against the
+    backbone's depth.
+    """
+
+    kind: LossKind
+    weight: float
+    block: int
+    dino: DinoHandle
+
+    @property
+    def node_name(self) -> str:
+        """The display name of the node that makes this kind of loss (for error messages)."""
+        return "Structure Loss (Splice)" if self.kind == "structure" else "Appearance Loss (Splice)"

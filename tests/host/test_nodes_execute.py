@@ -1,0 +1,447 @@
+"""The nodes' own logic, run inside ComfyUI's real Python modules (no server, nothing stubbed).
+
+ComfyUI (the provisioned 0.3.75 copy, or $COMFYUI_PATH) is put first on sys.path and imported
+with ``--cpu``; the pack is loaded the way ComfyUI loads a custom node (its ``__init__.py`` as a
+package under its own name), and every ``execute`` runs under ``torch.inference_mode()`` as in
+ComfyUI's executor. The server tests (test_nodes_server.py) cover the same nodes end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+import provision
+from comfy_client import REPO_ROOT
+
+PACK_NAME = "comfy_splice_pack_under_test"
+CONTRACT_INPUTS = {
+    "SpliceLoadDINO": ["model_name", "download_if_missing"],
+    "SpliceStructureLoss": ["dino", "weight", "block"],
+    "SpliceAppearanceLoss": ["dino", "weight", "block"],
+    "SpliceTrainGenerator": ["structure", "appearance", "structure_loss", "appearance_loss", "steps",
+                             "learning_rate", "seed", "identity_weight", "full_image_every",
+                             "preview_every", "dtype"],
+    "SpliceApply": ["generator", "images", "batch_size"],
+    "SpliceSaveGenerator": ["generator", "filename_prefix"],
+    "SpliceLoadGenerator": ["generator_name"],
+    "SpliceVisualizeStructure": ["dino", "image", "block"],
+    "SpliceMetrics": ["dino", "output", "structure", "appearance"],
+}
+
+
+class Comfy:
+    """Handles on ComfyUI's modules and the pack loaded inside them."""
+
+    def __init__(self, pack: ModuleType, folder_paths: ModuleType, args: Any, io: Any,
+                 dino_dir: Path, generators_dir: Path, output_dir: Path) -> None:
+        self.pack = pack
+        self.folder_paths = folder_paths
+        self.args = args
+        self.io = io
+        self.dino_dir = dino_dir
+        self.generators_dir = generators_dir
+        self.output_dir = output_dir
+        self.nodes = {cls.GET_SCHEMA().node_id: cls for cls in
+                      asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+
+    def run(self, node_id: str, hidden: dict[Any, Any] | None = None, **inputs: Any) -> Any:
+        """Execute a node the way ComfyUI does: a class clone with its hidden inputs, under
+        inference mode. Returns the NodeOutput."""
+        cls = self.nodes[node_id].PREPARE_CLASS_CLONE(hidden or {})
+        with torch.inference_mode():
+            return cls.execute(**inputs)
+
+    def module(self, name: str) -> ModuleType:
+        return sys.modules[f"{PACK_NAME}.{name}"]
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Iterator[Comfy]:
+    comfyui = provision.ensure_comfyui()
+    added_path = str(comfyui) not in sys.path
+    if added_path:
+        sys.path.insert(0, str(comfyui))  # first: ComfyUI's `nodes`, `utils` ... must win here
+    from comfy.cli_args import args
+
+    args.cpu = True  # must precede comfy.model_management's import (device selection)
+    import comfy.model_management  # noqa: F401
+    import folder_paths
+    from comfy_api.latest import io
+
+    root = tmp_path_factory.mktemp("comfy_inprocess")
+    dino_dir, generators_dir, output_dir = root / "dino", root / "generators", root / "output"
+    for folder in (dino_dir, generators_dir, output_dir):
+        folder.mkdir()
+    saved_folders = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    saved_output = folder_paths.get_output_directory()
+    folder_paths.add_model_folder_path("splice_dino", str(dino_dir), is_default=True)
+    folder_paths.add_model_folder_path("splice_generators", str(generators_dir), is_default=True)
+    folder_paths.set_output_directory(str(output_dir))
+    shutil.copy(tiny_dino_file, dino_dir / "tiny.pth")
+
+    spec = importlib.util.spec_from_file_location(PACK_NAME, REPO_ROOT / "__init__.py",
+                                                  submodule_search_locations=[str(REPO_ROOT)])
+    assert spec is not None and spec.loader is not None
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_NAME] = pack
+    spec.loader.exec_module(pack)
+    try:
+        yield Comfy(pack, folder_paths, args, io, dino_dir, generators_dir, output_dir)
+    finally:
+        folder_paths.folder_names_and_paths.clear()
+        folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved_folders.items()})
+        folder_paths.set_output_directory(saved_output)
+        folder_paths.filename_list_cache.clear()
+        if added_path:
+            sys.path.remove(str(comfyui))  # later tests must not import ComfyUI's top-level names
+
+
+@pytest.fixture(scope="module")
+def dino(comfy: Comfy) -> Any:
+    return comfy.run("SpliceLoadDINO", model_name="tiny.pth", download_if_missing=False)[0]
+
+
+@pytest.fixture(scope="module")
+def losses(comfy: Comfy, dino: Any) -> tuple[Any, Any]:
+    structure = comfy.run("SpliceStructureLoss", dino=dino, weight=1.0, block=-1)[0]
+    appearance = comfy.run("SpliceAppearanceLoss", dino=dino, weight=10.0, block=-1)[0]
+    return structure, appearance
+
+
+def _image(height: int, width: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    """A ComfyUI IMAGE [B, H, W, 3] made inside inference mode, like LoadImage's output."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        return torch.rand(batch, height, width, 3, generator=generator)
+
+
+def _train(comfy: Comfy, losses: tuple[Any, Any], structure: torch.Tensor, appearance: torch.Tensor,
+           **widgets: Any) -> Any:
+    values = dict(steps=2, learning_rate=0.002, seed=0, identity_weight=1.0, full_image_every=75,
+                  preview_every=1, dtype="auto")
+    values.update(widgets)
+    return comfy.run("SpliceTrainGenerator", structure=structure, appearance=appearance,
+                     structure_loss=losses[0], appearance_loss=losses[1], **values)
+
+
+@pytest.fixture(scope="module")
+def trained(comfy: Comfy, losses: tuple[Any, Any]) -> Any:
+    """Two steps on inference-mode inputs of different sizes and aspect ratios."""
+    return _train(comfy, losses, _image(48, 64), _image(72, 56, seed=1))
+
+
+# -- schema ---------------------------------------------------------------------------------------
+
+
+def test_entrypoint_lists_the_contract_nodes_with_tooltips(comfy: Comfy) -> None:
+    assert set(comfy.nodes) == set(CONTRACT_INPUTS)
+    assert not hasattr(comfy.pack, "NODE_CLASS_MAPPINGS")  # it would make ComfyUI skip comfy_entrypoint
+    for node_id, cls in comfy.nodes.items():
+        info = cls.GET_NODE_INFO_V1()
+        assert info["category"] == "image/splice"
+        assert len(info["description"]) > 40, node_id
+        assert info["input_order"]["required"] == CONTRACT_INPUTS[node_id]
+        for name, (_, options) in info["input"]["required"].items():
+            assert len(options.get("tooltip") or "") > 10, f"{node_id}.{name} has no tooltip"
+
+
+def test_folders_merge_with_configured_paths(comfy: Comfy) -> None:
+    paths_mod = comfy.module("nodes.paths")
+    folders = comfy.folder_paths.folder_names_and_paths["splice_dino"]
+    default = str(Path(comfy.folder_paths.models_dir) / "splice_dino")
+    # The folder configured before the pack loaded stays first (downloads go there); the
+    # pack's default folder is added after it, once, however often registration runs.
+    paths_mod.register_folders()
+    paths_mod.register_folders()
+    assert folders[0][0] == str(comfy.dino_dir)
+    assert comfy.folder_paths.folder_names_and_paths["splice_dino"][0].count(default) == 1
+    assert {".pth", ".safetensors"} <= comfy.folder_paths.folder_names_and_paths["splice_dino"][1]
+    assert paths_mod.dino_folders()[0] == str(comfy.dino_dir)
+
+
+def test_model_list_refreshes_without_restart(comfy: Comfy) -> None:
+    cls = comfy.nodes["SpliceLoadDINO"]
+
+    def options() -> list[str]:
+        return cls.GET_NODE_INFO_V1()["input"]["required"]["model_name"][1]["options"]
+
+    before = options()
+    assert "tiny.pth" in before
+    assert {"dino_vitbase8_pretrain.pth", "dino_vitbase16_pretrain.pth", "dino_deitsmall8_pretrain.pth",
+            "dino_deitsmall16_pretrain.pth"} <= set(before)
+    (comfy.dino_dir / "sub").mkdir(exist_ok=True)
+    (comfy.dino_dir / "sub" / "new_weights.safetensors").write_bytes(b"x")
+    (comfy.dino_dir / "notes.txt").write_text("not weights")
+    after = options()
+    assert "sub/new_weights.safetensors" in after and "notes.txt" not in after
+
+
+# -- loading DINO -----------------------------------------------------------------------------
+
+
+def test_missing_official_weights_name_folder_file_url_and_switch(comfy: Comfy) -> None:
+    with pytest.raises(ValueError) as error:
+        comfy.run("SpliceLoadDINO", model_name="dino_vitbase16_pretrain.pth", download_if_missing=False)
+    message = str(error.value)
+    assert str(comfy.dino_dir) in message
+    assert "dino_vitbase16_pretrain.pth" in message
+    assert "https://dl.fbaipublicfiles.com/dino/dino_vitbase16_pretrain/dino_vitbase16_pretrain.pth" in message
+    assert "download_if_missing" in message
+    assert not (comfy.dino_dir / "dino_vitbase16_pretrain.pth").exists()
+
+
+def test_loader_fingerprint_follows_the_file(comfy: Comfy) -> None:
+    cls = comfy.nodes["SpliceLoadDINO"]
+    path = comfy.dino_dir / "fingerprinted.pth"
+    shutil.copy(comfy.dino_dir / "tiny.pth", path)
+    first = cls.fingerprint_inputs(model_name="fingerprinted.pth", download_if_missing=False)
+    assert first == cls.fingerprint_inputs(model_name="fingerprinted.pth", download_if_missing=False)
+    path.write_bytes(path.read_bytes() + b"\0")
+    assert cls.fingerprint_inputs(model_name="fingerprinted.pth", download_if_missing=False) != first
+    path.unlink()
+    assert cls.fingerprint_inputs(model_name="fingerprinted.pth", download_if_missing=False) == "missing"
+
+
+def test_loss_block_is_checked_against_the_backbone(comfy: Comfy, dino: Any) -> None:
+    assert comfy.run("SpliceStructureLoss", dino=dino, weight=1.0, block=-2)[0].block == -2
+    with pytest.raises(ValueError, match=r"has 2 blocks: set 'block' to -1 \(last\) or a value from -2 to 1"):
+        comfy.run("SpliceAppearanceLoss", dino=dino, weight=10.0, block=2)
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def test_training_on_inference_tensors_gives_generator_history_and_result(comfy: Comfy, trained: Any) -> None:
+    generator, loss_map, result = trained.args
+    assert type(generator).__name__ == "TrainedGenerator"
+    assert result.shape == (1, 48, 64, 3) and result.dtype == torch.float32
+    assert 0.0 <= float(result.min()) and float(result.max()) <= 1.0
+    assert len(loss_map["loss"]) == 2 and all(isinstance(v, float) for v in loss_map["loss"])
+    assert generator.config.steps == 2 and generator.config.lr == pytest.approx(0.002)
+    assert all(not p.is_inference() for p in generator.generator.parameters())
+
+
+def test_loss_map_draws_with_cores_plot_loss_graph(comfy: Comfy, trained: Any) -> None:
+    from comfy_extras.nodes_train import LossGraphNode
+
+    out = LossGraphNode.PREPARE_CLASS_CLONE({}).execute(loss=trained[1], filename_prefix="loss")
+    assert out.ui is not None
+
+
+def test_short_runs_still_log_enough_points(comfy: Comfy) -> None:
+    log_every = comfy.module("nodes.train")._log_every
+    assert log_every(2000) == 25 and log_every(6) == 1 and log_every(100) == 2
+
+
+@pytest.mark.parametrize(("structure", "appearance", "expected"), [
+    ((2, 48, 64), (1, 56, 56), "structure batch has 2 image(s) and the appearance batch 1"),
+    ((1, 48, 64), (3, 56, 56), "structure batch has 1 image(s) and the appearance batch 3"),
+    ((2, 48, 64), (2, 56, 56), "Got batches of 2 structure and appearance images"),
+    ((1, 1, 1), (1, 56, 56), "The structure image is 1x1 pixels; the minimum is 32x32"),
+    ((1, 48, 64), (1, 12, 40), "The appearance image is 40x12 pixels; the minimum is 32x32"),
+])
+def test_bad_training_inputs_are_refused_up_front(comfy: Comfy, losses: tuple[Any, Any],
+                                                  structure: tuple[int, int, int],
+                                                  appearance: tuple[int, int, int], expected: str) -> None:
+    s, a = _image(structure[1], structure[2], structure[0]), _image(appearance[1], appearance[2], appearance[0])
+    with pytest.raises(ValueError) as error:
+        _train(comfy, losses, s, a)
+    assert expected in str(error.value)
+    if "batch" in expected:
+        assert "Splice Output" in str(error.value)
+
+
+def test_swapped_or_mixed_losses_are_refused(comfy: Comfy, dino: Any, losses: tuple[Any, Any]) -> None:
+    s, a = _image(48, 64), _image(48, 64, seed=1)
+    with pytest.raises(ValueError, match="structure_loss is connected to 'Appearance Loss"):
+        _train(comfy, (losses[1], losses[1]), s, a)
+    other = comfy.run("SpliceLoadDINO", model_name="tiny.pth", download_if_missing=False)[0]
+    # Same file through a second loader: the same model, accepted.
+    same_file = comfy.run("SpliceAppearanceLoss", dino=other, weight=10.0, block=-1)[0]
+    assert _train(comfy, (losses[0], same_file), s, a, steps=1)[2].shape == (1, 48, 64, 3)
+    shutil.copy(comfy.dino_dir / "tiny.pth", comfy.dino_dir / "tiny_copy.pth")
+    third = comfy.run("SpliceLoadDINO", model_name="tiny_copy.pth", download_if_missing=False)[0]
+    mixed = comfy.run("SpliceAppearanceLoss", dino=third, weight=10.0, block=-1)[0]
+    with pytest.raises(ValueError, match="same 'Load DINO-ViT"):
+        _train(comfy, (losses[0], mixed), s, a)
+
+
+@pytest.fixture
+def progress_hook(comfy: Comfy) -> Iterator[list[tuple[int, int, Any]]]:
+    """Record what nodes report through ComfyUI's global progress hook (the server installs the
+    same kind of hook to send websocket messages)."""
+    import comfy.utils as comfy_utils
+
+    calls: list[tuple[int, int, Any]] = []
+    previous = comfy_utils.PROGRESS_BAR_HOOK
+
+    def hook(value: int, total: int, preview: Any, node_id: str | None = None) -> None:
+        calls.append((value, total, preview))
+
+    comfy_utils.set_progress_bar_global_hook(hook)
+    try:
+        yield calls
+    finally:
+        comfy_utils.set_progress_bar_global_hook(previous)
+
+
+def test_training_reports_progress_and_previews(comfy: Comfy, losses: tuple[Any, Any],
+                                                progress_hook: list[tuple[int, int, Any]]) -> None:
+    _train(comfy, losses, _image(48, 64), _image(40, 40, seed=1), steps=3, preview_every=2)
+    assert [v for v, _, _ in progress_hook][0] == 1 and progress_hook[-1][:2] == (3, 3)
+    previews = [(v, p) for v, _, p in progress_hook if p is not None]
+    assert [v for v, _ in previews] == [2, 3]  # every 2 steps and at the end
+    kind, picture, max_size = previews[0][1]
+    assert kind == "JPEG" and picture.size == (64, 48) and max_size is None  # small: not enlarged
+
+
+def test_progress_messages_are_throttled_but_interrupt_is_checked_every_step(
+        comfy: Comfy, progress_hook: list[tuple[int, int, Any]]) -> None:
+    import comfy.model_management as mm
+
+    progress = comfy.module("nodes.host").Progress(1000, min_interval=3600)
+    for done in range(1, 1001):
+        progress.step(done)
+    assert [v for v, _, _ in progress_hook] == [1, 1000]
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            progress.step(5)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_training_honours_interrupt_within_one_step(comfy: Comfy, losses: tuple[Any, Any]) -> None:
+    import comfy.model_management as mm
+    import comfy.utils as comfy_utils
+
+    seen: list[int] = []
+
+    def hook(value: int, total: int, preview: Any, node_id: str | None = None) -> None:
+        seen.append(value)
+        mm.interrupt_current_processing(True)  # "Cancel" while step `value` is reported
+
+    previous = comfy_utils.PROGRESS_BAR_HOOK
+    comfy_utils.set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            _train(comfy, losses, _image(48, 64), _image(48, 64, seed=1), steps=500, preview_every=0)
+    finally:
+        comfy_utils.set_progress_bar_global_hook(previous)
+        mm.interrupt_current_processing(False)
+    assert seen == [1]  # the check after step 2 stopped it, not the end of the run
+
+
+# -- applying, saving, loading -----------------------------------------------------------------------
+
+
+def test_apply_keeps_size_and_is_batch_independent(comfy: Comfy, trained: Any) -> None:
+    frames = _image(33, 47, batch=3, seed=5)
+    together = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=3)[0]
+    alone = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=1)[0]
+    assert together.shape == (3, 33, 47, 3)
+    # Per-image normalisation: the batch changes nothing but float rounding in the convolutions.
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+    single = comfy.run("SpliceApply", generator=trained[0], images=frames[1:2], batch_size=4)[0]
+    torch.testing.assert_close(single[0], together[1], rtol=0, atol=1e-5)
+    assert float((together[0] - together[1]).abs().max()) > 1e-3  # different frames, different outputs
+
+
+def test_apply_refuses_what_is_not_a_generator(comfy: Comfy, dino: Any) -> None:
+    with pytest.raises(ValueError, match="Train Generator \\(Splice\\)' or 'Load Splice Generator'"):
+        comfy.run("SpliceApply", generator=dino, images=_image(40, 40), batch_size=1)
+
+
+def _saved_file(out: Any, comfy: Comfy) -> Path:
+    (entry,) = out.ui["splice_generators"]
+    return comfy.output_dir / entry["subfolder"] / entry["filename"]
+
+
+def test_save_writes_metadata_and_load_restores_the_same_pixels(comfy: Comfy, trained: Any) -> None:
+    from safetensors import safe_open
+
+    io = comfy.io
+    prompt = {"1": {"class_type": "SpliceSaveGenerator", "inputs": {}}}
+    workflow = {"nodes": [], "links": [], "version": 0.4}
+    hidden = {io.Hidden.prompt: prompt, io.Hidden.extra_pnginfo: {"workflow": workflow}}
+    first = _saved_file(comfy.run("SpliceSaveGenerator", hidden=hidden, generator=trained[0],
+                                  filename_prefix="splice/unit"), comfy)
+    second = _saved_file(comfy.run("SpliceSaveGenerator", hidden=hidden, generator=trained[0],
+                                   filename_prefix="splice/unit"), comfy)
+    assert first.name == "unit_00001_.safetensors" and second.name == "unit_00002_.safetensors"
+    with safe_open(str(first), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert json.loads(metadata["prompt"]) == prompt
+    assert json.loads(metadata["workflow"]) == workflow
+    assert json.loads(metadata["splice_config"])["steps"] == 2
+
+    shutil.copy(first, comfy.generators_dir / "unit.safetensors")
+    options = comfy.nodes["SpliceLoadGenerator"].GET_NODE_INFO_V1()["input"]["required"]["generator_name"][1]["options"]
+    assert "unit.safetensors" in options
+    loaded = comfy.run("SpliceLoadGenerator", generator_name="unit.safetensors")[0]
+    frames = _image(48, 64, batch=2, seed=9)
+    original = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
+    restored = comfy.run("SpliceApply", generator=loaded, images=frames, batch_size=2)[0]
+    assert torch.equal(original, restored)
+
+
+def test_disable_metadata_keeps_the_workflow_out(comfy: Comfy, trained: Any) -> None:
+    from safetensors import safe_open
+
+    io = comfy.io
+    hidden = {io.Hidden.prompt: {"1": {}}, io.Hidden.extra_pnginfo: {"workflow": {"nodes": []}}}
+    comfy.args.disable_metadata = True
+    try:
+        path = _saved_file(comfy.run("SpliceSaveGenerator", hidden=hidden, generator=trained[0],
+                                     filename_prefix="private/gen"), comfy)
+    finally:
+        comfy.args.disable_metadata = False
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert "prompt" not in metadata and "workflow" not in metadata
+    assert "splice_config" in metadata
+
+
+def test_loading_a_file_that_is_not_a_generator_names_it(comfy: Comfy) -> None:
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(comfy.generators_dir / "stranger.safetensors"))
+    with pytest.raises(ValueError, match="stranger.safetensors is not a Splice generator"):
+        comfy.run("SpliceLoadGenerator", generator_name="stranger.safetensors")
+
+
+# -- analysis ---------------------------------------------------------------------------------
+
+
+def test_visualize_structure_is_an_image_of_the_input_size(comfy: Comfy, dino: Any) -> None:
+    picture = comfy.run("SpliceVisualizeStructure", dino=dino, image=_image(48, 64, batch=2), block=-1)[0]
+    assert picture.shape == (2, 48, 64, 3)
+    assert float(picture.min()) >= 0.0 and float(picture.max()) <= 1.0
+    assert float(picture.std()) > 0.01
+    with pytest.raises(ValueError, match="minimum is 16x16"):
+        comfy.run("SpliceVisualizeStructure", dino=dino, image=_image(8, 64), block=-1)
+
+
+def test_metrics_report_and_numbers(comfy: Comfy, dino: Any) -> None:
+    a, b = _image(48, 64), _image(56, 56, seed=3)
+    out = comfy.run("SpliceMetrics", dino=dino, output=a, structure=a, appearance=a)
+    report, distance, similarity = out.args
+    assert distance == pytest.approx(0.0, abs=1e-6) and similarity == pytest.approx(1.0, abs=1e-5)
+    assert out.ui.as_dict() == {"text": (report,)}
+    assert "structure distance" in report and "DINO-I" in report
+    batch = torch.cat([a, _image(48, 64, seed=4)])
+    out = comfy.run("SpliceMetrics", dino=dino, output=batch, structure=a, appearance=b)
+    assert out[1] > 0.0 and "per image" in out[0]
+    with pytest.raises(ValueError, match="appearance batch has 2 images and the output 3"):
+        comfy.run("SpliceMetrics", dino=dino, output=torch.cat([batch, a]), structure=a,
+                  appearance=torch.cat([b, b]))

@@ -1,0 +1,345 @@
+"""The Splice nodes in a real ComfyUI server, driven over HTTP and the websocket like the web UI.
+
+Sizes are tiny on purpose (a 64x48 structure image, a 56x72 appearance image, the tiny random
+ViT from ``tiny_dino_file``, a handful of steps): these tests check the wiring, messages,
+errors and memory behaviour of the nodes, not the quality of the method.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from comfy_client import ComfyServer, RunResult
+
+TINY = "tiny_dino_vit.pth"
+STRUCTURE_SIZE = (64, 48)  # PIL (width, height)
+APPEARANCE_SIZE = (56, 72)
+NODE_IDS = ("SpliceLoadDINO", "SpliceStructureLoss", "SpliceAppearanceLoss", "SpliceTrainGenerator",
+            "SpliceApply", "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure",
+            "SpliceMetrics")
+OFFICIAL = ("dino_deitsmall16_pretrain.pth", "dino_deitsmall8_pretrain.pth",
+            "dino_vitbase16_pretrain.pth", "dino_vitbase8_pretrain.pth")
+TRAIN = "6"  # node id of Train Generator in splice_graph()
+WORKFLOW = {"last_node_id": 11, "nodes": [{"id": 6, "type": "SpliceTrainGenerator"}], "version": 0.4}
+
+
+def _picture(size: tuple[int, int], seed: int) -> Image.Image:
+    """A small image with shapes and a gradient, so the ViT sees some structure."""
+    rng = np.random.default_rng(seed)
+    width, height = size
+    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    base = np.broadcast_to(ramp, (height, width, 3)) * rng.uniform(0.3, 1.0, size=3)
+    image = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(4):
+        x0, y0 = int(rng.integers(0, width - 8)), int(rng.integers(0, height - 8))
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        draw.ellipse((x0, y0, x0 + int(rng.integers(6, 24)), y0 + int(rng.integers(6, 24))), fill=colour)
+    return image
+
+
+@pytest.fixture(scope="module")
+def files(comfy_server: ComfyServer, tiny_dino_file: Path) -> dict[str, str]:
+    """The tiny ViT in the splice_dino folder and the test images in ComfyUI's input folder."""
+    shutil.copy(tiny_dino_file, comfy_server.models_dir / TINY)
+    return {
+        "structure": comfy_server.upload_image(_picture(STRUCTURE_SIZE, 1), name="splice_structure.png"),
+        "appearance": comfy_server.upload_image(_picture(APPEARANCE_SIZE, 2), name="splice_appearance.png"),
+        "tiny": comfy_server.upload_image(_picture((12, 10), 3), name="splice_12x10.png"),
+        "dot": comfy_server.upload_image(Image.new("RGB", (1, 1), (200, 10, 10)), name="splice_1x1.png"),
+    }
+
+
+def splice_graph(files: dict[str, str], *, structure: str = "structure", appearance: str = "appearance",
+                 dino: str = TINY, steps: int = 6, preview_every: int = 2, seed: int = 0,
+                 prefix: str = "nodes/out", **train: Any) -> dict[str, Any]:
+    """LoadImage x2 -> Load DINO-ViT -> losses -> Train -> Splice Output -> SaveImage."""
+    widgets = {"steps": steps, "learning_rate": 0.002, "seed": seed, "identity_weight": 1.0,
+               "full_image_every": 75, "preview_every": preview_every, "dtype": "auto"}
+    widgets.update(train)
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": files[structure]}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": files[appearance]}},
+        "3": {"class_type": "SpliceLoadDINO", "inputs": {"model_name": dino, "download_if_missing": False}},
+        "4": {"class_type": "SpliceStructureLoss", "inputs": {"dino": ["3", 0], "weight": 1.0, "block": -1}},
+        "5": {"class_type": "SpliceAppearanceLoss", "inputs": {"dino": ["3", 0], "weight": 10.0, "block": -1}},
+        TRAIN: {"class_type": "SpliceTrainGenerator",
+                "inputs": {"structure": ["1", 0], "appearance": ["2", 0], "structure_loss": ["4", 0],
+                           "appearance_loss": ["5", 0], **widgets}},
+        "7": {"class_type": "SpliceApply", "inputs": {"generator": [TRAIN, 0], "images": ["1", 0], "batch_size": 4}},
+        "8": {"class_type": "SaveImage", "inputs": {"images": ["7", 0], "filename_prefix": prefix}},
+    }
+
+
+def _saved_image(server: ComfyServer, result: RunResult, node: str) -> Image.Image:
+    (entry,) = result.output_images(node)
+    return server.view_image(entry["filename"], entry["subfolder"], entry["type"])
+
+
+@pytest.fixture(scope="module")
+def full_run(comfy_server: ComfyServer, files: dict[str, str]) -> tuple[dict[str, Any], RunResult, RunResult]:
+    """The full graph plus the result image, Plot Loss Graph and Save Splice Generator; run, then
+    queued again unchanged (the default cache must make the second run train nothing)."""
+    prompt = splice_graph(files, seed=11)
+    prompt["9"] = {"class_type": "SaveImage", "inputs": {"images": [TRAIN, 2], "filename_prefix": "nodes/result"}}
+    prompt["10"] = {"class_type": "LossGraphNode", "inputs": {"loss": [TRAIN, 1], "filename_prefix": "loss"}}
+    prompt["11"] = {"class_type": "SpliceSaveGenerator", "inputs": {"generator": [TRAIN, 0],
+                                                                    "filename_prefix": "splice/nodes"}}
+    extra = {"extra_pnginfo": {"workflow": WORKFLOW}}
+    first = comfy_server.run(prompt, timeout=300, extra_data=extra).raise_for_status()
+    again = comfy_server.run(prompt, timeout=120, extra_data=extra).raise_for_status()
+    return prompt, first, again
+
+
+# -- schemas --------------------------------------------------------------------------------------
+
+
+def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    info = comfy_server.object_info()
+    for node_id in NODE_IDS:
+        assert node_id in info, f"{node_id} missing from /object_info"
+        node = info[node_id]
+        assert node["category"] == "image/splice" and node["description"]
+        assert node["python_module"] == "custom_nodes.comfy-splice"
+        for name, spec in node["input"]["required"].items():
+            assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
+        assert all(node["output_tooltips"]), node_id
+    train = info["SpliceTrainGenerator"]
+    assert train["input_order"]["required"] == [
+        "structure", "appearance", "structure_loss", "appearance_loss", "steps", "learning_rate", "seed",
+        "identity_weight", "full_image_every", "preview_every", "dtype"]
+    assert train["output"] == ["SPLICE_GENERATOR", "LOSS_MAP", "IMAGE"]
+    assert train["output_name"] == ["generator", "loss_history", "result"]
+    assert train["input"]["required"]["steps"][1]["min"] == 1
+    assert train["input"]["required"]["seed"][1]["control_after_generate"] is True
+    assert info["SpliceSaveGenerator"]["output_node"] is True
+    assert info["SpliceMetrics"]["output"] == ["STRING", "FLOAT", "FLOAT"]
+    # Core's Plot Loss Graph takes exactly the type Train Generator outputs.
+    assert info["LossGraphNode"]["input"]["required"]["loss"][0] == "LOSS_MAP"
+    options = info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["options"]
+    assert TINY in options and set(OFFICIAL) <= set(options)
+    assert info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["default"] == "dino_vitbase8_pretrain.pth"
+
+
+def test_model_lists_merge_folders_and_refresh_without_restart(comfy_server: ComfyServer,
+                                                               files: dict[str, str], tiny_dino_file: Path) -> None:
+    def options(node: str, name: str) -> list[str]:
+        return comfy_server.object_info(node)[node]["input"]["required"][name][1]["options"]
+
+    assert "late_arrival.pth" not in options("SpliceLoadDINO", "model_name")
+    # One file in the folder from extra_model_paths.yaml, one in the pack's default folder.
+    shutil.copy(tiny_dino_file, comfy_server.models_dir / "late_arrival.pth")
+    default_folder = comfy_server.base_dir / "models" / "splice_dino"
+    default_folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_dino_file, default_folder / "in_default_folder.pth")
+    listed = options("SpliceLoadDINO", "model_name")
+    assert "late_arrival.pth" in listed and "in_default_folder.pth" in listed
+    (comfy_server.generators_dir / "placeholder.safetensors").write_bytes(b"")
+    assert "placeholder.safetensors" in options("SpliceLoadGenerator", "generator_name")
+    (comfy_server.generators_dir / "placeholder.safetensors").unlink()
+
+
+# -- the full graph ---------------------------------------------------------------------------------
+
+
+def test_full_graph_trains_with_progress_and_previews(comfy_server: ComfyServer,
+                                                      full_run: tuple[dict[str, Any], RunResult, RunResult]) -> None:
+    _, result, _ = full_run
+    progress = result.progress(TRAIN)
+    assert progress, "Train Generator sent no progress messages"
+    assert {total for _, total in progress} == {6}
+    values = [value for value, _ in progress]
+    assert values == sorted(values) and values[-1] == 6 and 1 in values
+    previews = result.previews
+    assert len(previews) >= 3  # preview_every=2 over 6 steps
+    for preview in previews:
+        assert preview.image_format == "JPEG"
+        assert preview.image().size == STRUCTURE_SIZE
+    saved = _saved_image(comfy_server, result, "8")
+    assert saved.size == STRUCTURE_SIZE
+    assert _saved_image(comfy_server, result, "9").size == STRUCTURE_SIZE
+    # Splice Output on the structure image computes the same thing as Train's result output.
+    a = np.asarray(saved.convert("RGB"), dtype=np.int16)
+    b = np.asarray(_saved_image(comfy_server, result, "9").convert("RGB"), dtype=np.int16)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_identical_prompt_does_not_train_again(full_run: tuple[dict[str, Any], RunResult, RunResult]) -> None:
+    _, _, again = full_run
+    assert again.progress(TRAIN) == []
+    assert TRAIN in again.cached_nodes()
+    assert again.previews == []
+
+
+def test_loss_history_plots_with_cores_plot_loss_graph(comfy_server: ComfyServer,
+                                                       full_run: tuple[dict[str, Any], RunResult, RunResult]) -> None:
+    _, result, _ = full_run
+    (graph,) = result.output_images("10")
+    plot = comfy_server.view_image(graph["filename"], graph["subfolder"], graph["type"])
+    assert plot.size == (840, 520)  # core's 800x480 canvas + 40 px margins
+    pixels = np.asarray(plot.convert("RGB"))
+    assert ((pixels[..., 2] > 200) & (pixels[..., 0] < 80)).sum() > 50  # the blue loss curve
+
+
+def test_save_load_apply_gives_the_same_pixels(comfy_server: ComfyServer, files: dict[str, str],
+                                               full_run: tuple[dict[str, Any], RunResult, RunResult]) -> None:
+    prompt, result, _ = full_run
+    (entry,) = result.outputs["11"]["splice_generators"]
+    saved = comfy_server.output_dir / entry["subfolder"] / entry["filename"]
+    assert saved.is_file() and saved.name.startswith("nodes_") and saved.suffix == ".safetensors"
+    with safe_open(str(saved), framework="pt") as handle:
+        metadata = handle.metadata()
+    # ComfyUI adds its own bookkeeping ("is_changed") to the prompt it hands to output nodes.
+    stored = json.loads(metadata["prompt"])
+    assert {k: (v["class_type"], v["inputs"]) for k, v in stored.items()} == {
+        k: (v["class_type"], v["inputs"]) for k, v in prompt.items()}
+    assert json.loads(metadata["workflow"]) == WORKFLOW
+    assert json.loads(metadata["splice_config"])["steps"] == 6
+
+    shutil.copy(saved, comfy_server.generators_dir / "roundtrip.safetensors")
+    reload = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": files["structure"]}},
+        "2": {"class_type": "SpliceLoadGenerator", "inputs": {"generator_name": "roundtrip.safetensors"}},
+        "3": {"class_type": "SpliceApply", "inputs": {"generator": ["2", 0], "images": ["1", 0], "batch_size": 4}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "nodes/reloaded"}},
+    }
+    reloaded = comfy_server.run(reload, timeout=120).raise_for_status()
+    original = np.asarray(_saved_image(comfy_server, result, "8"))
+    again = np.asarray(_saved_image(comfy_server, reloaded, "4"))
+    assert original.shape == again.shape and np.array_equal(original, again)
+
+
+# -- interrupt --------------------------------------------------------------------------------------
+
+
+def test_interrupt_stops_training_within_a_step(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    execution = comfy_server.submit(splice_graph(files, steps=5000, preview_every=0, seed=12345))
+    with execution:
+        first = execution.wait_for(lambda m: m.type == "progress" and str(m.data.get("node")) == TRAIN,
+                                   timeout=240)
+        comfy_server.interrupt()
+        result = execution.wait(timeout=120)
+    assert result.status == "execution_interrupted", result.terminal
+    assert str(result.terminal.get("node_id")) == TRAIN
+    values = [value for value, _ in result.progress(TRAIN)]
+    # Steps already running when the request arrived may finish; no more than that.
+    assert max(values) <= first.data["value"] + 2, values
+    assert max(values) < 50
+    # The server goes on serving: the next prompt trains and finishes.
+    comfy_server.run(splice_graph(files, steps=2, preview_every=0, seed=12346), timeout=240).raise_for_status()
+
+
+# -- user mistakes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("node", "name", "value"), [
+    (TRAIN, "steps", 0),
+    (TRAIN, "learning_rate", 5.0),
+    (TRAIN, "preview_every", -1),
+    ("4", "block", 999),
+    ("7", "batch_size", 0),
+])
+def test_out_of_range_values_are_rejected_before_running(comfy_server: ComfyServer, files: dict[str, str],
+                                                         node: str, name: str, value: Any) -> None:
+    prompt = splice_graph(files)
+    prompt[node]["inputs"][name] = value
+    status, body = comfy_server.queue(prompt)
+    assert status == 400, body
+    errors = body["node_errors"][node]["errors"]
+    assert any(name in json.dumps(error) for error in errors), errors
+
+
+def _write_corrupt(server: ComfyServer) -> str:
+    (server.models_dir / "corrupt_dino.pth").write_bytes(b"PK\x03\x04 this is not a checkpoint" * 10)
+    return "corrupt_dino.pth"
+
+
+def _write_not_a_vit(server: ComfyServer) -> str:
+    save_file({"conv.weight": torch.zeros(8, 3, 3, 3), "fc.bias": torch.zeros(8)},
+              str(server.models_dir / "not_a_vit.safetensors"))
+    return "not_a_vit.safetensors"
+
+
+BAD_INPUTS = {
+    "missing weights": (lambda s: {"dino": "dino_deitsmall16_pretrain.pth"},
+                        ["dino_deitsmall16_pretrain.pth", "https://dl.fbaipublicfiles.com/dino/", "download_if_missing"],
+                        "3"),
+    "corrupt file": (lambda s: {"dino": _write_corrupt(s)}, ["corrupt_dino.pth", "Could not read"], "3"),
+    "not a DINO ViT": (lambda s: {"dino": _write_not_a_vit(s)}, ["not_a_vit.safetensors", "not a DINO ViT"], "3"),
+    # ComfyUI 0.3.75 does not check V3 combo values against their options before running, so
+    # the nodes themselves must refuse names that are not in their lists.
+    "unknown file": (lambda s: {"dino": "no_such_weights.pth"},
+                     ["no_such_weights.pth", "is not in any splice_dino folder"], "3"),
+    "unknown dtype": (lambda s: {"dtype": "fp16"}, ["dtype 'fp16' is not one of auto, bf16, fp32"], TRAIN),
+    "smaller than a patch": (lambda s: {"structure": "tiny"}, ["12x10 pixels", "minimum is 32x32"], TRAIN),
+    "1x1 image": (lambda s: {"appearance": "dot"}, ["1x1 pixels", "minimum is 32x32"], TRAIN),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_inputs_give_a_clear_error_and_the_server_keeps_serving(comfy_server: ComfyServer,
+                                                                     files: dict[str, str], case: str) -> None:
+    make, expected, failing_node = BAD_INPUTS[case]
+    result = comfy_server.run(splice_graph(files, **make(comfy_server)), timeout=120)
+    assert result.status == "execution_error", result.terminal
+    assert str(result.terminal["node_id"]) == failing_node
+    for text in expected:
+        assert text in result.error_message, result.error_message
+    if case == "missing weights":
+        assert str(comfy_server.models_dir) in result.error_message  # the first splice_dino folder
+    assert comfy_server.is_running() and comfy_server.system_stats()
+
+
+def test_batches_of_different_lengths_are_refused(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    prompt = splice_graph(files)
+    prompt["12"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 2}}
+    prompt[TRAIN]["inputs"]["structure"] = ["12", 0]
+    result = comfy_server.run(prompt, timeout=120)
+    assert result.status == "execution_error" and str(result.terminal["node_id"]) == TRAIN
+    assert "structure batch has 2 image(s) and the appearance batch 1" in result.error_message
+    assert "Splice Output" in result.error_message
+    assert comfy_server.is_running() and comfy_server.system_stats()
+
+
+# -- analysis ---------------------------------------------------------------------------------------
+
+
+def test_visualize_structure_and_metrics(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": files["structure"]}},
+        "2": {"class_type": "LoadImage", "inputs": {"image": files["appearance"]}},
+        "3": {"class_type": "SpliceLoadDINO", "inputs": {"model_name": TINY, "download_if_missing": False}},
+        "4": {"class_type": "SpliceVisualizeStructure", "inputs": {"dino": ["3", 0], "image": ["1", 0], "block": -1}},
+        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "nodes/structure"}},
+        "6": {"class_type": "SpliceMetrics", "inputs": {"dino": ["3", 0], "output": ["1", 0], "structure": ["1", 0],
+                                                        "appearance": ["2", 0]}},
+    }
+    result = comfy_server.run(prompt, timeout=120).raise_for_status()
+    picture = _saved_image(comfy_server, result, "5")
+    assert picture.size == STRUCTURE_SIZE
+    assert np.asarray(picture).std() > 5
+    (report,) = result.outputs["6"]["text"]
+    assert "structure distance: 0.00000" in report  # the structure image scored against itself
+    assert "DINO-I:" in report
+
+
+# -- memory -----------------------------------------------------------------------------------------
+
+
+def test_memory_stays_flat_over_ten_trainings(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    rss = []
+    for seed in range(1000, 1010):  # a new seed each time, so every prompt trains again
+        comfy_server.run(splice_graph(files, steps=1, preview_every=1, seed=seed, prefix="nodes/rss"),
+                         timeout=240).raise_for_status()
+        rss.append(comfy_server.rss_bytes())
+    assert rss[-1] <= rss[0] * 1.10, [f"{r / 2**20:.0f} MiB" for r in rss]
