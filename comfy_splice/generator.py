@@ -10,6 +10,7 @@ frame were alone (BatchNorm over a batch would mix frames and flicker).
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -106,11 +107,14 @@ def apply_generator(generator: SpliceGenerator, images: Tensor, device: torch.de
                     batch_size: int = 8) -> Tensor:
     """Run a trained generator over [B, 3, H, W] images in chunks; returns float32 on the CPU.
 
-    Exact for any chunk size because normalisation is per image.
+    Exact for any chunk size because normalisation is per image. The caller's module is left
+    where it is (a copy, ~4 MB, runs on another device), so a shared generator is never moved.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
-    generator = generator.to(device)
+    device = torch.device(device)
+    if next(generator.parameters()).device != device:
+        generator = copy.deepcopy(generator).to(device)
     outputs = [generator(chunk.to(device=device, dtype=torch.float32)).float().cpu()
                for chunk in images.split(max(1, batch_size))]
     return torch.cat(outputs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
 import torch
@@ -24,12 +23,9 @@ def run_generator(generator: SpliceGenerator, images: Tensor, device: torch.devi
                   batch_size: int, on_chunk: Callable[[int, int], None] | None = None) -> Tensor:
     """G(images) for core-layout images, in chunks, float32 on the CPU.
 
-    ``apply_generator`` moves the module it is given; a cached generator that other nodes (Save,
-    a second Splice Output) also use must stay on the CPU, so off-CPU it gets a copy (~4 MB).
-    ``on_chunk(done, total)`` is called after each chunk (progress, interrupt checks).
+    ``apply_generator`` runs a copy off the CPU, so the cached generator that other nodes (Save,
+    a second Splice Output) also use stays where it is. ``on_chunk(done, total)`` is called after each chunk (progress, interrupt checks).
     """
-    if device.type != "cpu":
-        generator = copy.deepcopy(generator)
     batch_size = max(1, int(batch_size))
     total = int(images.shape[0])
     outputs = []

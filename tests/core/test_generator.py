@@ -67,3 +67,4 @@ def test_apply_generator_chunks_exactly() -> None:
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         apply_generator(gen, torch.rand(3, 40, 56), "cpu")
+
