@@ -1,0 +1,144 @@
+"""Browser tests: the shipped workflows in the real ComfyUI web app, in a real Chromium.
+
+Fixtures:
+- ``browser_server``: a ComfyUI server of its own (started with the session's
+  ``comfy_server_factory``), so files these tests put into its model and input folders (a tiny
+  DINO under the official ViT-B/8 name, a trained generator, the example inputs) never change
+  what the host tests see on the shared ``comfy_server``. The UI settings that keep dialogs off
+  the canvas are stored on it.
+- ``dino_weights``: the tiny random DINO from ``tiny_dino_file`` copied to the server's
+  ``splice_dino`` folder under the name the workflows use (``dino_vitbase8_pretrain.pth``);
+  ``without_dino_weights``: that file parked elsewhere for one test.
+- ``browser``: one headless Chromium per session; ``app_page``: one tab on the web app per
+  session (each test starts by closing dialogs and loading what it needs).
+- ``artifacts``: ``artifacts/browser/`` in the repo root (git-ignored) for screenshots.
+- ``workflow``: the committed workflows/<name>.json of a spec from build_workflows.WORKFLOWS.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import build_workflows  # noqa: E402
+import comfy_page  # noqa: E402
+import make_examples  # noqa: E402
+from comfy_client import ComfyServer  # noqa: E402
+
+REPO_ROOT = HERE.parents[1]
+ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
+DINO_NAME = build_workflows.DINO_MODEL["name"]
+
+
+@pytest.fixture(scope="session")
+def browser_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
+    server = comfy_server_factory(name="browser-comfyui")
+    for name in make_examples.ALL_FILES:
+        shutil.copy(build_workflows.WORKFLOWS_DIR / "input" / name, server.input_dir / name)
+    comfy_page.apply_ui_settings(server.url)
+    return server
+
+
+@pytest.fixture(scope="session")
+def object_info(browser_server: ComfyServer) -> dict[str, Any]:
+    return browser_server.object_info()
+
+
+@pytest.fixture()
+def dino_weights(browser_server: ComfyServer, tiny_dino_file: Path) -> Path:
+    """The tiny test ViT where the workflows expect the official ViT-B/8 file."""
+    target = browser_server.models_dir / DINO_NAME
+    if not target.is_file():
+        shutil.copy(tiny_dino_file, target)
+    return target
+
+
+@pytest.fixture()
+def without_dino_weights(browser_server: ComfyServer) -> Iterator[None]:
+    """For one test, no official-name DINO file in the server's splice_dino folder."""
+    target = browser_server.models_dir / DINO_NAME
+    parked = browser_server.workdir / (DINO_NAME + ".parked")
+    moved = target.is_file()
+    if moved:
+        target.rename(parked)
+    try:
+        yield
+    finally:
+        if moved:
+            parked.rename(target)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """One headless system Chromium for the session (installed by provision.py if missing)."""
+    try:
+        comfy_page.chromium_executable()
+    except comfy_page.provision.ProvisionError as error:
+        pytest.fail(f"no Chromium for the browser tests: {error}", pytrace=False)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        instance = comfy_page.launch_browser(playwright)
+        try:
+            yield instance
+        finally:
+            instance.close()
+
+
+@pytest.fixture(scope="session")
+def app_page(browser: Any, browser_server: ComfyServer) -> Iterator[comfy_page.ComfyPage]:
+    """The ComfyUI app in one tab, ready and instrumented (pack nodes registered)."""
+    context = comfy_page.new_context(browser)
+    try:
+        page = comfy_page.open_app(context, browser_server.url, ("SpliceTrainGenerator", "LossGraphNode"))
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture()
+def page(app_page: comfy_page.ComfyPage, request: pytest.FixtureRequest) -> Iterator[comfy_page.ComfyPage]:
+    """The session's tab with no dialog open; on failure its screenshot goes to artifacts/."""
+    app_page.close_dialogs()
+    yield app_page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.node.name)
+        app_page.screenshot(ARTIFACTS / f"FAILED-{safe}.png")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def load_workflow_file(spec: build_workflows.WorkflowSpec) -> dict[str, Any]:
+    return json.loads(spec.json_path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(params=[spec.name for spec in build_workflows.WORKFLOWS])
+def spec(request: pytest.FixtureRequest) -> build_workflows.WorkflowSpec:
+    return next(s for s in build_workflows.WORKFLOWS if s.name == request.param)
+
+
+@pytest.fixture()
+def workflow(spec: build_workflows.WorkflowSpec) -> dict[str, Any]:
+    return load_workflow_file(spec)

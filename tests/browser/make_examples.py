@@ -1,0 +1,274 @@
+"""Draw the example inputs that the shipped workflows load (workflows/input/).
+
+The images are made here, procedurally (PIL + numpy, fixed seeds), so the project owns them and
+can give them away (CC0, see workflows/README.md); no photo or third-party file is used. They
+are cartoons, but with the ingredients Splice needs: a *structure* image with clear objects
+(hills, a house, a tree, a path, the sun) and an *appearance* image with the same kinds of
+objects in a different look (a snowy night), so that a trained generator has something
+semantic to transfer. The video is a slow pan over a wider version of the structure scene, the
+"train once on one frame, apply to every frame" case.
+
+    python tests/browser/make_examples.py            # (re)write workflows/input/
+    python tests/browser/make_examples.py --check    # exit 1 if the files differ from a fresh draw
+
+Run it with any Python that has numpy, Pillow and PyAV (the test venv has all three).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+log = logging.getLogger("make_examples")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+INPUT_DIR = REPO_ROOT / "workflows" / "input"
+
+STRUCTURE = "splice_structure_village.png"
+APPEARANCE = "splice_appearance_winter.png"
+VIDEO = "splice_frames_village.mp4"
+ALL_FILES = (STRUCTURE, APPEARANCE, VIDEO)
+
+IMAGE_SIZE = (512, 384)
+VIDEO_SIZE = (384, 288)   # even sides (yuv420p), small enough for CPU runs
+VIDEO_FRAMES = 12
+VIDEO_FPS = 8
+
+
+@dataclass(frozen=True)
+class Palette:
+    """The colours of one 'look' of the same kind of scene."""
+
+    sky_top: tuple[int, int, int]
+    sky_bottom: tuple[int, int, int]
+    far_hills: tuple[int, int, int]
+    near_hills: tuple[int, int, int]
+    ground_noise: float
+    wall: tuple[int, int, int]
+    roof: tuple[int, int, int]
+    window: tuple[int, int, int]
+    trunk: tuple[int, int, int]
+    leaves: tuple[int, int, int]
+    path: tuple[int, int, int]
+
+
+DAY = Palette(sky_top=(92, 150, 222), sky_bottom=(196, 226, 248), far_hills=(118, 150, 120),
+              near_hills=(88, 158, 64), ground_noise=18.0, wall=(236, 214, 170), roof=(178, 52, 40),
+              window=(70, 110, 150), trunk=(110, 72, 40), leaves=(46, 122, 44), path=(196, 170, 120))
+NIGHT = Palette(sky_top=(6, 10, 34), sky_bottom=(34, 48, 92), far_hills=(150, 170, 205),
+                near_hills=(222, 232, 246), ground_noise=10.0, wall=(92, 64, 48), roof=(236, 242, 252),
+                window=(255, 196, 84), trunk=(60, 44, 36), leaves=(26, 70, 58), path=(180, 190, 214))
+
+
+def _vertical_gradient(size: tuple[int, int], top: tuple[int, int, int],
+                       bottom: tuple[int, int, int]) -> np.ndarray:
+    w, h = size
+    t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
+    row = (1 - t) * np.array(top, np.float32) + t * np.array(bottom, np.float32)
+    return np.repeat(row, w, axis=1)
+
+
+def _ridge(width: int, base: float, amplitude: float, phases: tuple[float, ...], x0: float) -> list[float]:
+    """A smooth hill line: a few sines, evaluated in scene coordinates (x0 = left edge)."""
+    ys = []
+    for x in range(width + 1):
+        u = (x + x0) / 97.0
+        y = base + sum(amplitude / (i + 1) * math.sin(u * (i + 1) * 0.9 + p) for i, p in enumerate(phases))
+        ys.append(y)
+    return ys
+
+
+def _fill_below(draw: ImageDraw.ImageDraw, ys: list[float], height: int, colour: tuple[int, int, int]) -> None:
+    points = [(x, y) for x, y in enumerate(ys)] + [(len(ys) - 1, height), (0, height)]
+    draw.polygon(points, fill=colour)
+
+
+def _house(draw: ImageDraw.ImageDraw, x: float, ground: float, s: float, pal: Palette) -> None:
+    w, h = 120 * s, 78 * s
+    left, top = x - w / 2, ground - h
+    draw.rectangle([left, top, left + w, ground], fill=pal.wall, outline=(40, 30, 24), width=max(1, int(2 * s)))
+    draw.polygon([(left - 12 * s, top + 2), (x, top - 58 * s), (left + w + 12 * s, top + 2)], fill=pal.roof,
+                 outline=(40, 30, 24))
+    door_w, door_h = 24 * s, 42 * s
+    draw.rectangle([x - door_w / 2, ground - door_h, x + door_w / 2, ground], fill=(92, 58, 34))
+    for wx in (left + 16 * s, left + w - 42 * s):
+        draw.rectangle([wx, top + 16 * s, wx + 26 * s, top + 40 * s], fill=pal.window, outline=(40, 30, 24))
+        draw.line([wx + 13 * s, top + 16 * s, wx + 13 * s, top + 40 * s], fill=(40, 30, 24))
+
+
+def _round_tree(draw: ImageDraw.ImageDraw, x: float, ground: float, s: float, pal: Palette,
+                rng: np.random.RandomState) -> None:
+    draw.rectangle([x - 7 * s, ground - 70 * s, x + 7 * s, ground], fill=pal.trunk)
+    for _ in range(9):
+        dx, dy, r = rng.uniform(-30, 30) * s, rng.uniform(-115, -70) * s, rng.uniform(20, 34) * s
+        shade = tuple(int(c * rng.uniform(0.8, 1.15)) for c in pal.leaves)
+        draw.ellipse([x + dx - r, ground + dy - r, x + dx + r, ground + dy + r], fill=shade)
+
+
+def _pine(draw: ImageDraw.ImageDraw, x: float, ground: float, s: float, pal: Palette, snow: bool) -> None:
+    draw.rectangle([x - 5 * s, ground - 22 * s, x + 5 * s, ground], fill=pal.trunk)
+    for i in range(3):
+        base = ground - 18 * s - i * 30 * s
+        half = (44 - i * 10) * s
+        draw.polygon([(x - half, base), (x, base - 52 * s), (x + half, base)], fill=pal.leaves)
+        if snow:
+            draw.polygon([(x - half * 0.45, base - 30 * s), (x, base - 52 * s), (x + half * 0.45, base - 30 * s)],
+                         fill=(236, 242, 252))
+
+
+def _texture(img: Image.Image, strength: float, rng: np.random.RandomState) -> Image.Image:
+    """Grain plus a soft blur, so the cartoon has some texture for DINO to look at."""
+    arr = np.asarray(img, np.float32)
+    noise = rng.normal(0.0, strength, arr.shape[:2])[..., None]
+    arr = np.clip(arr + noise, 0, 255).astype(np.uint8)
+    return Image.fromarray(arr).filter(ImageFilter.GaussianBlur(0.6))
+
+
+def draw_village(size: tuple[int, int], x0: float = 0.0, seed: int = 1, pal: Palette = DAY,
+                 night: bool = False) -> Image.Image:
+    """The scene in scene coordinates: (x0, 0) is the left edge, so crops of a wider view pan."""
+    w, h = size
+    rng = np.random.RandomState(seed)
+    sky = _vertical_gradient(size, pal.sky_top, pal.sky_bottom)
+    img = Image.fromarray(sky.astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    scale = h / 384.0
+    if night:
+        star_rng = np.random.RandomState(seed + 100)
+        for _ in range(int(140 * w / 512)):
+            sx, sy = star_rng.uniform(0, w), star_rng.uniform(0, h * 0.5)
+            r = star_rng.uniform(0.6, 1.8)
+            draw.ellipse([sx - r, sy - r, sx + r, sy + r], fill=(255, 255, 230))
+        mx, my, mr = 0.78 * w - x0 * 0.2, 0.17 * h, 30 * scale
+        draw.ellipse([mx - mr, my - mr, mx + mr, my + mr], fill=(246, 240, 214))
+    else:
+        sx, sy, sr = 0.8 * w - x0 * 0.2, 0.16 * h, 34 * scale
+        draw.ellipse([sx - sr * 1.5, sy - sr * 1.5, sx + sr * 1.5, sy + sr * 1.5], fill=(236, 240, 220))
+        draw.ellipse([sx - sr, sy - sr, sx + sr, sy + sr], fill=(255, 222, 90))
+        for cx, cy in ((0.22, 0.14), (0.5, 0.22)):
+            px, py = cx * w * 1.6 - x0 * 0.5, cy * h
+            for k in range(4):
+                r = (22 + 6 * k) * scale
+                draw.ellipse([px + k * 22 * scale - r, py - r * 0.6, px + k * 22 * scale + r, py + r * 0.6],
+                             fill=(248, 250, 252))
+    _fill_below(draw, _ridge(w, 0.52 * h, 26 * scale, (0.3, 1.7, 2.9), x0 * 0.6), h, pal.far_hills)
+    near = _ridge(w, 0.70 * h, 18 * scale, (1.1, 0.4, 2.2), x0)
+    _fill_below(draw, near, h, pal.near_hills)
+    # A path winding from the door to the bottom edge.
+    house_x = 0.36 * 512 * scale - x0
+    ground = 0.72 * h
+    draw.polygon([(house_x - 10 * scale, ground), (house_x + 10 * scale, ground),
+                  (house_x + 70 * scale, h), (house_x - 40 * scale, h)], fill=pal.path)
+    _house(draw, house_x, ground, scale, pal)
+    for tx in (0.75, 1.35, 1.95):
+        x = tx * 512 * scale - x0
+        if night:
+            _pine(draw, x, 0.74 * h, scale, pal, snow=True)
+        else:
+            _round_tree(draw, x, 0.74 * h, scale, pal, rng)
+    if night:
+        _pine(draw, 0.08 * w - x0, 0.8 * h, scale * 0.8, pal, snow=True)
+    return _texture(img, pal.ground_noise * 0.5, rng)
+
+
+def structure_image() -> Image.Image:
+    """A sunny village: the layout the output must keep."""
+    return draw_village(IMAGE_SIZE, seed=1, pal=DAY)
+
+
+def appearance_image() -> Image.Image:
+    """A snowy night scene with the same kinds of objects: the look to transfer."""
+    return draw_village(IMAGE_SIZE, x0=90.0, seed=2, pal=NIGHT, night=True)
+
+
+def video_frames() -> list[Image.Image]:
+    """A left-to-right pan over the structure scene (the structure image's own scale)."""
+    w, h = VIDEO_SIZE
+    return [draw_village(VIDEO_SIZE, x0=i * 9.0, seed=1, pal=DAY) for i in range(VIDEO_FRAMES)]
+
+
+def encode_mp4(frames: list[Image.Image], fps: int = VIDEO_FPS) -> bytes:
+    """H.264 in MP4 with PyAV (what ComfyUI's LoadVideo reads)."""
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("h264", rate=Fraction(fps, 1))
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "18", "preset": "medium", "threads": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(frame.convert("RGB"))):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def render_all() -> dict[str, bytes]:
+    """Every example file, as bytes, by name."""
+    return {
+        STRUCTURE: png_bytes(structure_image()),
+        APPEARANCE: png_bytes(appearance_image()),
+        VIDEO: encode_mp4(video_frames()),
+    }
+
+
+def write_all(target: Path = INPUT_DIR) -> list[Path]:
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, payload in render_all().items():
+        path = target / name
+        path.write_bytes(payload)
+        written.append(path)
+        log.info("wrote %s (%d bytes)", path, len(payload))
+    return written
+
+
+def check(target: Path = INPUT_DIR) -> list[str]:
+    """Names of the PNGs that differ from a fresh draw, or are missing (the MP4 only has to
+    exist and decode: encoders differ between PyAV builds)."""
+    problems = []
+    for name, payload in render_all().items():
+        path = target / name
+        if not path.is_file():
+            problems.append(f"{name}: missing")
+        elif name.endswith(".png"):
+            with Image.open(path) as saved, Image.open(io.BytesIO(payload)) as fresh:
+                if not np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(fresh.convert("RGB"))):
+                    problems.append(f"{name}: differs from a fresh draw")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--out", type=Path, default=INPUT_DIR)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.check:
+        problems = check(args.out)
+        for problem in problems:
+            log.error(problem)
+        return 1 if problems else 0
+    write_all(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""The shipped workflows in the real ComfyUI web app, in a real Chromium.
+
+For every workflow: it opens with the app's own loader (no missing or red node, no missing-nodes
+dialog), it converts with ``app.graphToPrompt``, and it runs FROM THE PAGE (the Run command)
+with the tiny test ViT standing in for the official ViT-B/8 file and the steps lowered in the
+page, until its images show on the output nodes. The diffusion workflows have no checkpoint
+here: they are queued whole, the server must refuse only the missing model files, and their
+Splice part must still run. Screenshots of every loaded graph and finished run go to
+artifacts/browser/.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+import build_workflows as bw
+import comfy_page
+import make_examples
+from comfy_client import ComfyServer
+
+TEST_STEPS = 4
+RUN_TIMEOUT_S = 300
+
+
+def _load(page: comfy_page.ComfyPage, workflow: dict[str, Any]) -> comfy_page.LoadReport:
+    report = page.load_workflow(workflow)
+    assert report.missing_node_types == [], f"missing node types: {report.missing_node_types}"
+    assert report.unregistered_types == []
+    assert report.nodes_with_errors == [], f"red nodes: {report.nodes_with_errors}"
+    assert report.missing_nodes_dialog is None, report.missing_nodes_dialog
+    assert report.node_count == len(workflow["nodes"])
+    return report
+
+
+def _saved_files(server: ComfyServer, run: comfy_page.RunReport, node_id: int) -> list[bytes]:
+    """The files the node wrote (its /history entry of the run), fetched through /view as the
+    page fetches them."""
+    outputs = server.history(run.prompt_id).get("outputs", {}).get(str(node_id), {})
+    files = []
+    for entry in outputs.get("images", []):
+        response = server.http.get(server.url + "/view", params={
+            "filename": entry["filename"], "subfolder": entry.get("subfolder", ""), "type": entry["type"]},
+            timeout=60)
+        assert response.status_code == 200, f"/view {entry}: HTTP {response.status_code}"
+        files.append(response.content)
+    return files
+
+
+def _image(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return img
+
+
+def _assert_success(run: comfy_page.RunReport) -> None:
+    errors = run.of_type("execution_error") + run.of_type("execution_interrupted")
+    assert not errors, f"the run failed: {errors}"
+    assert run.of_type("execution_success"), f"no execution_success in {run.events}"
+
+
+# -- the harness itself, with core nodes only -------------------------------------------------
+
+
+def test_core_workflow_runs_from_the_page(page: comfy_page.ComfyPage, browser_server: ComfyServer,
+                                          artifacts: Path) -> None:
+    """Page, app and queue work at all: EmptyImage -> SaveImage, built and run in the page."""
+    page.evaluate("""() => {
+        const app = window.app; app.graph.clear();
+        const empty = LiteGraph.createNode('EmptyImage'); app.graph.add(empty); empty.pos = [0, 0];
+        const save = LiteGraph.createNode('SaveImage'); app.graph.add(save); save.pos = [320, 0];
+        empty.widgets.find((w) => w.name === 'width').value = 96;
+        empty.widgets.find((w) => w.name === 'height').value = 64;
+        empty.widgets.find((w) => w.name === 'color').value = 0x3366cc;
+        save.widgets.find((w) => w.name === 'filename_prefix').value = 'browser/core';
+        empty.connect(0, save, 0); }""")
+    save_id = page.node_ids_by_type("SaveImage")[0]
+    run = page.queue(timeout_s=60)
+    _assert_success(run)
+    page.wait_for_images([save_id])
+    (data,) = _saved_files(browser_server, run, save_id)
+    img = _image(data)
+    assert img.size == (96, 64)
+    assert img.convert("RGB").getpixel((10, 10)) == (0x33, 0x66, 0xcc)
+    page.fit_view()
+    page.screenshot(artifacts / "core-workflow-finished.png")
+
+
+# -- every shipped workflow ---------------------------------------------------------------------
+
+
+def test_workflow_opens_with_every_node_known(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec,
+                                              workflow: dict[str, Any], dino_weights: Path,
+                                              artifacts: Path) -> None:
+    report = _load(page, workflow)
+    # With the DINO file in place, only the diffusion models may be reported missing.
+    dialog = report.missing_models_dialog
+    if spec.needs_checkpoint:
+        dialog = page.wait_for_dialog("missing models")
+        assert bw.SD15_CHECKPOINT["name"] in dialog
+        assert bw.DINO_MODEL["name"] not in dialog
+    else:
+        assert dialog is None, dialog
+    page.close_dialogs()
+    page.frame_graph(margin=60)
+    page.screenshot(artifacts / f"{spec.name}-loaded.png")
+    # The loader kept every widget value: the loaded nodes serialise back to the file's values.
+    for node in workflow["nodes"]:
+        again = page.evaluate("(id) => window.app.graph.getNodeById(id).serialize().widgets_values || []",
+                              node["id"])
+        assert again == node.get("widgets_values", []), f"{node['type']} #{node['id']}"
+
+
+def test_missing_dino_weights_are_named_with_their_url(page: comfy_page.ComfyPage,
+                                                       without_dino_weights: None) -> None:
+    """Without the weights, ComfyUI's missing-models dialog names folder, file and URL (from the
+    loader's properties.models)."""
+    _load(page, json.loads(bw.WORKFLOWS[0].json_path.read_text()))
+    dialog = page.wait_for_dialog("missing models")
+    assert f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}" in dialog
+    # The URL is shown (this frontend downloads from the dialog only Hugging Face / Civitai
+    # .safetensors files; for the .pth the user follows the link or the node's switch).
+    assert bw.DINO_MODEL["url"] in dialog
+    page.close_dialogs()
+
+
+def test_workflow_converts_to_a_prompt(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec,
+                                       workflow: dict[str, Any], dino_weights: Path) -> None:
+    _load(page, workflow)
+    page.close_dialogs()
+    result = page.graph_to_prompt()
+    prompt = result["output"]
+    active = {str(spec.node_id(n.key)): n for n in spec.nodes
+              if n.mode == bw.MODE_ALWAYS and n.type not in ("MarkdownNote", "Note")}
+    assert set(prompt) == set(active), "muted and frontend-only nodes must be left out, all others in"
+    for node_id, node_spec in active.items():
+        entry = prompt[node_id]
+        assert entry["class_type"] == node_spec.type
+        for name, value in node_spec.widgets.items():
+            if name == "control_after_generate":
+                continue
+            assert entry["inputs"][name] == value, f"{node_spec.type}.{name}"
+    for from_key, output, to_key, input_name in spec.links:
+        if str(spec.node_id(to_key)) in prompt and str(spec.node_id(from_key)) in prompt:
+            source = prompt[str(spec.node_id(to_key))]["inputs"][input_name]
+            assert source[0] == str(spec.node_id(from_key)), f"{to_key}.{input_name}"
+    # The workflow the app would embed in the outputs is the file's graph.
+    assert [n["type"] for n in result["workflow"]["nodes"]] == [n["type"] for n in workflow["nodes"]]
+
+
+def _essentials(workflow: dict[str, Any]) -> dict[str, Any]:
+    """What a workflow means, without what depends on the machine's fonts (node sizes, view) or
+    on the versions it was saved with (properties.ver, extra.frontendVersion)."""
+    nodes = [{key: node.get(key) for key in ("id", "type", "title", "mode", "order", "widgets_values",
+                                               "color", "bgcolor")}
+             | {"properties": {k: v for k, v in node.get("properties", {}).items() if k != "ver"}}
+             | {"inputs": [(i["name"], i["type"], i.get("link")) for i in node.get("inputs", [])],
+                "outputs": [(o["name"], o["type"], o.get("links")) for o in node.get("outputs", [])],
+                "pos": node["pos"]}
+             for node in workflow["nodes"]]
+    return {"nodes": nodes, "links": workflow["links"], "groups": [g["title"] for g in workflow["groups"]],
+            "id": workflow["id"], "last_node_id": workflow["last_node_id"], "last_link_id": workflow["last_link_id"],
+            "version": workflow["version"]}
+
+
+def test_committed_file_is_what_the_app_exports(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec,
+                                                workflow: dict[str, Any], browser_server: ComfyServer) -> None:
+    """Rebuilding the graph in this page and exporting it with the app's own Export command gives
+    the committed file (so nobody edited it by hand, and this frontend writes it the same way)."""
+    version = browser_server.system_stats()["system"]["comfyui_version"]
+    fresh = json.loads(bw.build_in_page(page, spec, version))
+    assert _essentials(fresh) == _essentials(workflow), (
+        f"workflows/{spec.name}.json is not what build_workflows.py builds now: rerun it")
+
+
+# -- running from the page -------------------------------------------------------------------
+
+
+def _prepare_run(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec, workflow: dict[str, Any]) -> None:
+    _load(page, workflow)
+    page.close_dialogs()
+    train = spec.node_id("train")
+    assert page.widget_value(train, "steps") == 2000
+    page.set_widget(train, "steps", TEST_STEPS)
+    assert page.widget_value(train, "steps") == TEST_STEPS
+
+
+def _finish(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec, keys: list[str], artifacts: Path,
+            suffix: str = "finished") -> dict[int, list[str]]:
+    shown = page.wait_for_images([spec.node_id(k) for k in keys], timeout_s=60)
+    page.frame_graph(margin=60)
+    page.screenshot(artifacts / f"{spec.name}-{suffix}.png")
+    return shown
+
+
+def test_basic_workflow_runs_from_the_page(page: comfy_page.ComfyPage, browser_server: ComfyServer,
+                                           dino_weights: Path, artifacts: Path) -> None:
+    spec = bw.basic_workflow()
+    _prepare_run(page, spec, json.loads(spec.json_path.read_text()))
+    run = page.queue(timeout_s=RUN_TIMEOUT_S)
+    _assert_success(run)
+    _finish(page, spec, spec.expect_images, artifacts)
+    (result,) = _saved_files(browser_server, run, spec.node_id("save"))
+    assert _image(result).size == make_examples.IMAGE_SIZE
+    (plot,) = _saved_files(browser_server, run, spec.node_id("loss_plot"))
+    assert _image(plot).size == (840, 520)  # core's Plot Loss Graph canvas
+    (pca,) = _saved_files(browser_server, run, spec.node_id("visualize_preview"))
+    assert min(_image(pca).size) > 0
+
+
+def test_video_workflow_trains_once_then_applies_to_every_frame(
+        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path) -> None:
+    """The note's recipe, step by step: run as shipped (group 2 muted), move the saved generator
+    into models/splice_generators, unmute group 2, run again."""
+    spec = bw.video_workflow()
+    saved = browser_server.output_dir / "splice" / bw.GENERATOR_FILE
+    assert not saved.exists(), "this server already saved a generator under the documented name"
+    _prepare_run(page, spec, json.loads(spec.json_path.read_text()))
+
+    first = page.queue(timeout_s=RUN_TIMEOUT_S)
+    _assert_success(first)
+    muted = {str(spec.node_id(k)) for k in spec.unmute_for_test}
+    assert not muted & set(first.executed_nodes), "muted nodes ran"
+    assert saved.is_file(), f"Save Splice Generator did not write {saved}"
+    _finish(page, spec, ["train_preview"], artifacts, suffix="trained")
+
+    shutil.move(saved, browser_server.generators_dir / bw.GENERATOR_FILE)
+    page.set_mode([spec.node_id(k) for k in spec.unmute_for_test], bw.MODE_ALWAYS)
+    second = page.queue(timeout_s=RUN_TIMEOUT_S)
+    _assert_success(second)
+    assert str(spec.node_id("save_frames")) in second.executed_nodes
+    shown = _finish(page, spec, ["save_frames"], artifacts)
+    assert len(shown[spec.node_id("save_frames")]) == make_examples.VIDEO_FRAMES
+    frames = _saved_files(browser_server, second, spec.node_id("save_frames"))
+    assert len(frames) == make_examples.VIDEO_FRAMES
+    assert {_image(f).size for f in frames} == {make_examples.VIDEO_SIZE}
+    (video,) = _saved_files(browser_server, second, spec.node_id("save_video"))
+    import av
+
+    with av.open(io.BytesIO(video)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == make_examples.VIDEO_FRAMES
+
+
+@pytest.mark.parametrize("controlnet", [False, True], ids=["img2img", "controlnet_tile"])
+def test_diffusion_workflow_runs_its_splice_part(page: comfy_page.ComfyPage, browser_server: ComfyServer,
+                                                 dino_weights: Path, artifacts: Path, controlnet: bool) -> None:
+    """Queued whole from the page without any diffusion model: the server must refuse only the
+    model files (every other diffusion node validates), and the Splice part runs."""
+    spec = bw.diffusion_workflow(controlnet)
+    _prepare_run(page, spec, json.loads(spec.json_path.read_text()))
+    with page.page.expect_response(lambda r: r.url.endswith("/prompt") and r.request.method == "POST") as info:
+        run = page.queue(timeout_s=RUN_TIMEOUT_S)
+    body = info.value.json()
+    refused = {node_id: [(e["type"], e["extra_info"].get("input_name")) for e in entry["errors"]]
+               for node_id, entry in body.get("node_errors", {}).items()}
+    expected = {str(spec.node_id("checkpoint")): [("value_not_in_list", "ckpt_name")]}
+    if controlnet:
+        expected[str(spec.node_id("controlnet"))] = [("value_not_in_list", "control_net_name")]
+    assert refused == expected
+    _assert_success(run)
+    assert str(spec.node_id("sampler")) not in run.executed_nodes
+    _finish(page, spec, spec.expect_images, artifacts)
+    (preview,) = _saved_files(browser_server, run, spec.node_id("splice_preview"))
+    assert _image(preview).size == make_examples.IMAGE_SIZE
