@@ -20,8 +20,9 @@ setup:
 	$(PROVISION) all
 
 test: setup
+	@$(PROVISION) weights
 	@VENV_PYTHON="$$($(PROVISION) venv)" && set -x && \
-	"$$VENV_PYTHON" -m pytest tests -q -rs --durations=15 $(PYTEST_ARGS)
+	"$$VENV_PYTHON" -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 run:
 	$(PROVISION) run --port $(PORT) --listen $(LISTEN) -- $(COMFY_ARGS)

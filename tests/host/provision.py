@@ -329,6 +329,20 @@ def cuda_available(python: Path) -> bool:
     return probe.returncode == 0
 
 
+WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
+
+
+def weights_report(comfyui: Path) -> str:
+    """Where the DINO weights go and whether any are there: both commands end with this."""
+    folder = make_model_folders(comfyui)["splice_dino"]
+    found = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    if found:
+        return f"DINO weights in {folder}: {', '.join(found)}"
+    return (f"No DINO weights in {folder} yet (the tests use a tiny random ViT of their own).\n"
+            f"  To run the workflows, put {DEFAULT_DINO_FILE} there, from {DEFAULT_DINO_URL}\n"
+            f"  or switch on download_if_missing in the 'Load DINO-ViT (Splice)' node.")
+
+
 def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:
     python = ensure_venv()
     comfyui = ensure_comfyui()
@@ -341,9 +355,7 @@ def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:
     host = "127.0.0.1" if listen in ("0.0.0.0", "::", "0.0.0.0,::") else listen
     log(f"ComfyUI:   {comfyui}")
     log(f"pack:      {link} -> {REPO_ROOT}")
-    log(f"DINO weights go in {folders['splice_dino']}")
-    log(f"  e.g. {DEFAULT_DINO_FILE} from {DEFAULT_DINO_URL}")
-    log("  or switch on download_if_missing in the 'Load DINO-ViT (Splice)' node.")
+    log(weights_report(comfyui))
     log(f"trained generators: {folders['splice_generators']}")
     log(f"open http://{host}:{port}  (Ctrl-C stops the server)")
     log("$ " + " ".join(args))
@@ -361,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("comfyui", help="provide ComfyUI 0.3.75 (or $COMFYUI_PATH); print its path")
     sub.add_parser("chromium", help="install /usr/bin/chromium if missing")
     sub.add_parser("all", help="venv + comfyui + chromium")
+    sub.add_parser("weights", help="say where DINO weights go and whether any are there")
     run = sub.add_parser("run", help="start ComfyUI with this pack installed")
     run.add_argument("--port", type=int, default=8188)
     run.add_argument("--listen", default="127.0.0.1")
@@ -381,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"all provisioned in {time.monotonic() - started:.1f} s: "
                 f"venv {python}, ComfyUI {comfyui}, Chromium {chromium}")
             print(python)
+        elif args.command == "weights":
+            log(weights_report(ensure_comfyui()))
         elif args.command == "run":
             extra = [a for a in args.extra if a != "--"]
             run_comfyui(args.port, args.listen, extra)

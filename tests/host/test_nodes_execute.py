@@ -9,6 +9,7 @@ ComfyUI's executor. The server tests (test_nodes_server.py) cover the same nodes
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import importlib.util
 import json
 import shutil
@@ -39,6 +40,16 @@ CONTRACT_INPUTS = {
 }
 
 
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run a coroutine to completion on a fresh event loop in a worker thread.
+
+    The browser tests' Playwright (sync API) keeps an event loop running in the main thread for
+    the whole session, where asyncio.run() refuses to start a second one.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 class Comfy:
     """Handles on ComfyUI's modules and the pack loaded inside them."""
 
@@ -51,8 +62,9 @@ class Comfy:
         self.dino_dir = dino_dir
         self.generators_dir = generators_dir
         self.output_dir = output_dir
+        extension = _run_coroutine(pack.comfy_entrypoint())
         self.nodes = {cls.GET_SCHEMA().node_id: cls for cls in
-                      asyncio.run(asyncio.run(pack.comfy_entrypoint()).get_node_list())}
+                      _run_coroutine(extension.get_node_list())}
 
     def run(self, node_id: str, hidden: dict[Any, Any] | None = None, **inputs: Any) -> Any:
         """Execute a node the way ComfyUI does: a class clone with its hidden inputs, under
