@@ -1,0 +1,254 @@
+"""Helpers shared by the benchmark scripts in bench/.
+
+Kept free of module-level torch imports so that a script can decide which devices torch may
+see (``CUDA_VISIBLE_DEVICES``) before torch initialises: the reference implementation picks
+CUDA by itself whenever it is visible, so a CPU comparison has to hide the GPU first.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+RANDOM_INIT_NOTE = (
+    "random-init DINO weights (same cost as the real ones): the benchmark builds the ViT with "
+    "random weights; the architecture, shapes and arithmetic are those of the pretrained model"
+)
+
+# File stems of a pair folder (A = structure, B = appearance).
+_PAIR_FILES = ("structure", "appearance")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def hide_cuda_if_cpu_requested(argv: Sequence[str], default: str = "auto") -> None:
+    """Hide CUDA from this process when the command line asks for ``--device cpu``.
+
+    Must run before ``import torch``. The reference code decides its device at import time
+    (``cuda`` whenever available), so this is the only way to run it on the CPU of a GPU
+    machine without editing it; our own code gets the device explicitly and does not care.
+    """
+    args = list(argv)
+    value = default
+    for i, arg in enumerate(args):
+        if arg == "--device" and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith("--device="):
+            value = arg.split("=", 1)[1]
+    if value == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+
+def add_repo_root_to_path() -> None:
+    """Make ``comfy_splice`` importable when a script is run as ``python bench/x.py``."""
+    root = str(REPO_ROOT)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+
+
+def _first_image(folder: Path) -> Path:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise SystemExit(f"no image in {folder}")
+    return files[0]
+
+
+def find_pair_files(pair: str | None, reference_dir: Path | None = None) -> tuple[Path, Path, str]:
+    """Resolve ``--pair`` to (structure image, appearance image, description).
+
+    Accepted: a folder with ``structure.*`` and ``appearance.*``; a folder in the reference's
+    dataset layout (``A/`` and ``B/`` with one image each); or, when no pair is given, the
+    ``cows`` example that ships with the reference checkout. Image content does not change
+    the cost of a step (only the sizes do), so any photo pair gives the same figures.
+    """
+    if pair is None:
+        pair = os.environ.get("SPLICE_BENCH_PAIR")
+    if pair is None:
+        if reference_dir is None:
+            raise SystemExit(
+                "no image pair: pass --pair DIR (a folder with structure.jpg and appearance.jpg, "
+                "or A/ and B/ subfolders) or set SPLICE_BENCH_PAIR"
+            )
+        pair = str(reference_dir / "datasets" / "splicing" / "cows")
+    folder = Path(pair).expanduser()
+    if not folder.is_dir():
+        raise SystemExit(f"--pair {pair}: not a directory")
+    named: dict[str, Path] = {}
+    for stem in _PAIR_FILES:
+        for suffix in _IMAGE_SUFFIXES:
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.is_file():
+                named[stem] = candidate
+                break
+    if len(named) == 2:
+        return named["structure"], named["appearance"], str(folder)
+    if (folder / "A").is_dir() and (folder / "B").is_dir():
+        return _first_image(folder / "A"), _first_image(folder / "B"), str(folder)
+    raise SystemExit(
+        f"--pair {folder}: expected structure.jpg + appearance.jpg, or A/ and B/ subfolders"
+    )
+
+
+def load_resized(path: Path, short_side: int) -> "Image.Image":
+    """Open an image as RGB and resize it so its short side is ``short_side`` pixels.
+
+    Done once, in PIL, before either implementation sees the image, so the reference (which
+    reads files) and ours (which takes tensors) get exactly the same pixels.
+    """
+    from PIL import Image
+
+    image = Image.open(path).convert("RGB")
+    width, height = image.size
+    scale = short_side / min(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def pil_to_tensor(image: "Image.Image") -> "torch.Tensor":
+    """[1,3,H,W] float32 in [0,1], the layout comfy_splice's core takes."""
+    import numpy as np
+    import torch
+
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def current_rss_mib() -> float:
+    """Current resident set size; used to show what the model alone occupies before steps."""
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / (1024.0 * 1024.0)
+    except ImportError:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024.0 * 1024.0)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Summary of per-step wall times in seconds."""
+
+    median: float
+    minimum: float
+    maximum: float
+    count: int
+
+    @classmethod
+    def of(cls, times: Sequence[float]) -> "Stats":
+        if not times:
+            raise ValueError("no timed steps")
+        return cls(statistics.median(times), min(times), max(times), len(times))
+
+
+def machine_line() -> str:
+    """One line that says what the figures were measured on (they only mean anything with it)."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    parts = [
+        f"python {platform.python_version()}",
+        f"torch {torch.__version__}",
+        f"cpu '{cpu}' ({os.cpu_count()} logical cores, torch threads {torch.get_num_threads()})",
+    ]
+    if torch.cuda.is_available():
+        parts.append(f"cuda '{torch.cuda.get_device_name(0)}'")
+    else:
+        parts.append("no CUDA visible")
+    return "; ".join(parts)
+
+
+def load_average() -> str:
+    """The 1-minute load average: above the core count, other processes share the CPU and
+    every wall time measured meanwhile is inflated (that is why comparisons alternate)."""
+    try:
+        return f"load {os.getloadavg()[0]:.1f}/{os.cpu_count()} cores"
+    except OSError:
+        return "load unknown"
+
+
+def resolve_devices(choice: str) -> list[str]:
+    """``auto`` means CPU, plus CUDA when torch can see a GPU."""
+    import torch
+
+    if choice == "cpu":
+        return ["cpu"]
+    if choice == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device")
+        return ["cuda"]
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor", device: str,
+               dtype: str = "auto", seed: int = 0) -> Any:
+    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE)."""
+    add_repo_root_to_path()
+    from comfy_splice.backbone import build_backbone
+    from comfy_splice.train import SpliceTrainer, TrainConfig
+
+    backbone = build_backbone(model, device=device, seed=seed)
+    config = TrainConfig(seed=seed, dtype=dtype)
+    return SpliceTrainer(backbone, structure, appearance, config, device)
+
+
+def ours_next_is_regular(trainer: Any) -> bool:
+    """False when the next step is step 0 or a full-image step (every ``full_image_every``)."""
+    every = trainer.config.full_image_every
+    index = trainer.step_index
+    return index >= trainer.config.warmup_steps and not (every > 0 and index % every == 0)
+
+
+def time_ours(trainer: Any, steps: int, device: str) -> list[float]:
+    """Wall time of ``steps`` regular steps of ours (others run untimed, as for the reference).
+
+    The losses SpliceTrainer queues on the device are flushed after the block, outside the
+    timing; its own training loop flushes every 25 steps, which costs one small copy.
+    """
+    import time
+
+    times: list[float] = []
+    while len(times) < steps:
+        if not ours_next_is_regular(trainer):
+            trainer.step()
+            continue
+        sync(device)
+        start = time.perf_counter()
+        trainer.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    trainer.flush_logs()
+    return times
+
+
+def sync(device: str) -> None:
+    """Wait for queued GPU work so wall-clock timing covers it (no-op on CPU)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
