@@ -11,6 +11,7 @@ full-image steps of training always hit it and timm's rule differs from it by ~0
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -120,9 +121,18 @@ def prepare(images: Tensor, short_side: int = 224, long_side_max: int | None = 4
     if size != (height, width):
         images = F.interpolate(images, size=size, mode="bilinear", align_corners=False,
                                antialias=antialias)
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(images.device, images.dtype)
     return (images - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """ImageNet mean and std on ``device``, made once: a fresh host-to-device copy every call
+    would make every training step wait for the GPU."""
+    with torch.inference_mode(False), torch.no_grad():
+        mean = torch.tensor(IMAGENET_MEAN, dtype=dtype).view(1, 3, 1, 1).to(device)
+        std = torch.tensor(IMAGENET_STD, dtype=dtype).view(1, 3, 1, 1).to(device)
+    return mean, std
 
 
 class DinoBackbone(nn.Module):

@@ -10,26 +10,9 @@ from ..comfy_splice.visualize import self_similarity_pca
 from . import host
 from .api import io, ui
 from .losses import BLOCK_MAX, BLOCK_MIN
-from .types import DinoHandle, SpliceDino
+from .types import DinoHandle, SpliceDino, check_block, check_dino
 
 CATEGORY = "image/splice"
-
-
-def _check_dino(dino: object) -> DinoHandle:
-    if not isinstance(dino, DinoHandle):
-        raise ValueError("dino: connect the output of 'Load DINO-ViT (Splice)'.")
-    return dino
-
-
-def _check_block(dino: DinoHandle, block: int) -> int:
-    """The block index for this backbone, or an error that gives the valid range."""
-    try:
-        dino.backbone.resolve_layer(block)
-    except ValueError as exc:
-        raise ValueError(f"{exc}. {dino.label} has {dino.backbone.depth} blocks: set 'block' to "
-                         f"-1 (last) or a value from {-dino.backbone.depth} to "
-                         f"{dino.backbone.depth - 1}.") from None
-    return int(block)
 
 
 def _min_side(dino: DinoHandle) -> int:
@@ -65,8 +48,8 @@ class SpliceVisualizeStructure(io.ComfyNode):
 
     @classmethod
     def execute(cls, dino: object, image: Tensor, block: int = -1) -> io.NodeOutput:
-        handle = _check_dino(dino)
-        layer = _check_block(handle, block)
+        handle = check_dino(dino)
+        layer = check_block(handle, block)
         images = host.image_to_core(image, "image")
         host.check_min_size(images, _min_side(handle), "The image",
                             f"one {handle.backbone.patch_size}px ViT patch")
@@ -117,7 +100,7 @@ class SpliceMetrics(io.ComfyNode):
     @classmethod
     def execute(cls, dino: object, output: Tensor, structure: Tensor,
                 appearance: Tensor) -> io.NodeOutput:
-        handle = _check_dino(dino)
+        handle = check_dino(dino)
         out = host.image_to_core(output, "output")
         ref_s = host.image_to_core(structure, "structure")
         ref_a = host.image_to_core(appearance, "appearance")

@@ -7,7 +7,7 @@ leave the appearance image unchanged) and its weight is a widget of Train Genera
 from __future__ import annotations
 
 from .api import io
-from .types import DinoHandle, LossKind, LossSpec, SpliceDino, SpliceLoss
+from .types import DinoHandle, LossKind, LossSpec, SpliceDino, SpliceLoss, check_block, check_dino
 
 CATEGORY = "image/splice"
 
@@ -24,14 +24,7 @@ def _block_input(what: str) -> io.Int.Input:
 
 def _make(kind: LossKind, dino: DinoHandle, weight: float, block: int) -> LossSpec:
     """Check the block index against this backbone now, so the mistake is reported here."""
-    if not isinstance(dino, DinoHandle):
-        raise ValueError("dino: connect the output of 'Load DINO-ViT (Splice)'.")
-    try:
-        dino.backbone.resolve_layer(block)
-    except ValueError as exc:
-        raise ValueError(f"{exc}. {dino.label} has {dino.backbone.depth} blocks: set 'block' to "
-                         f"-1 (last) or a value from {-dino.backbone.depth} to "
-                         f"{dino.backbone.depth - 1}.") from None
+    check_block(check_dino(dino), block)
     return LossSpec(kind=kind, weight=float(weight), block=int(block), dino=dino)
 
 

@@ -47,6 +47,24 @@ class DinoHandle:
         return f"{self.backbone.name} ({self.file_name})"
 
 
+def check_dino(value: object) -> DinoHandle:
+    """The input is a loaded DINO-ViT, or a ValueError naming the node that makes one."""
+    if not isinstance(value, DinoHandle):
+        raise ValueError("dino: connect the output of 'Load DINO-ViT (Splice)'.")
+    return value
+
+
+def check_block(dino: DinoHandle, block: int) -> int:
+    """The block index for this backbone, or an error that gives the valid range."""
+    try:
+        dino.backbone.resolve_layer(block)
+    except ValueError as exc:
+        raise ValueError(f"{exc}. {dino.label} has {dino.backbone.depth} blocks: set 'block' to "
+                         f"-1 (last) or a value from {-dino.backbone.depth} to "
+                         f"{dino.backbone.depth - 1}.") from None
+    return int(block)
+
+
 @dataclass(frozen=True, eq=False)
 class LossSpec:
     """One Splice loss term as configured by a loss node.
