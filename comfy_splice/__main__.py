@@ -19,7 +19,7 @@ from .backbone import DEFAULT_MODEL, DINO_MODELS, WeightsError, download_weights
 from .checkpoint import save_generator
 from .generator import apply_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss
-from .metrics import dino_i, structure_distance
+from .metrics import splice_scores
 from .train import TrainConfig, TrainingDiverged, train_generator
 
 log = logging.getLogger("comfy_splice")
@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.save_generator:
             log.info("saved generator to %s", save_generator(args.save_generator, trained))
         if args.metrics:
-            sd = structure_distance(backbone, result, structure, device).item()
-            di = dino_i(backbone, result, appearance, device).item()
-            log.info("structure distance %.5f  DINO-I %.4f", sd, di)
+            sd, di = splice_scores(backbone, result, structure, appearance, device)
+            log.info("structure distance %.5f  DINO-I %.4f", sd.item(), di.item())
     except (ValueError, TrainingDiverged) as exc:  # WeightsError is a ValueError
         log.error("error: %s", exc)
         return 2

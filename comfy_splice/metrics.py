@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbone import DinoBackbone, extract, self_similarity
+from .backbone import DinoBackbone, Features, extract, self_similarity
 
 
 def _batch(images: Tensor, device: torch.device | str) -> Tensor:
@@ -27,17 +27,29 @@ def _check_batches(a: Tensor, b: Tensor) -> None:
                          f"(use equal batches, or a single image on one side)")
 
 
+def _structure_score(output: Features, structure: Features) -> Tensor:
+    sim_out, sim_ref = self_similarity(output.keys), self_similarity(structure.keys)
+    return (sim_out - sim_ref).square().mean(dim=(1, 2)).cpu()
+
+
+def _appearance_score(output: Features, appearance: Features) -> Tensor:
+    return F.cosine_similarity(output.cls.float(), appearance.cls.float(), dim=-1).cpu()
+
+
+def _resized_to(output: Tensor, structure: Tensor) -> Tensor:
+    if output.shape[-2:] == structure.shape[-2:]:
+        return output
+    return F.interpolate(output, size=structure.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def structure_distance(backbone: DinoBackbone, output: Tensor, structure: Tensor,
                        device: torch.device | str, layer: int = -1) -> Tensor:
     """Per-image MSE of keys self-similarity; the output is resized to the structure image's size."""
     output, structure = _batch(output, device), _batch(structure, device)
     _check_batches(output, structure)
     backbone = backbone.to(device)
-    if output.shape[-2:] != structure.shape[-2:]:
-        output = F.interpolate(output, size=structure.shape[-2:], mode="bilinear", align_corners=False)
-    sim_out = self_similarity(extract(backbone, output, layer).keys)
-    sim_ref = self_similarity(extract(backbone, structure, layer).keys)
-    return (sim_out - sim_ref).square().mean(dim=(1, 2)).cpu()
+    return _structure_score(extract(backbone, _resized_to(output, structure), layer),
+                            extract(backbone, structure, layer))
 
 
 def dino_i(backbone: DinoBackbone, output: Tensor, appearance: Tensor,
@@ -46,6 +58,23 @@ def dino_i(backbone: DinoBackbone, output: Tensor, appearance: Tensor,
     output, appearance = _batch(output, device), _batch(appearance, device)
     _check_batches(output, appearance)
     backbone = backbone.to(device)
-    cls_out = extract(backbone, output, layer).cls.float()
-    cls_ref = extract(backbone, appearance, layer).cls.float()
-    return F.cosine_similarity(cls_out, cls_ref, dim=-1).cpu()
+    return _appearance_score(extract(backbone, output, layer), extract(backbone, appearance, layer))
+
+
+def splice_scores(backbone: DinoBackbone, output: Tensor, structure: Tensor, appearance: Tensor,
+                  device: torch.device | str, layer: int = -1) -> tuple[Tensor, Tensor]:
+    """(structure distance, DINO-I) per image, reading the output's features once.
+
+    Same numbers as the two functions above; when the output already has the structure image's
+    size (a Splice output always does) one ViT forward of the output serves both.
+    """
+    output, structure = _batch(output, device), _batch(structure, device)
+    appearance = _batch(appearance, device)
+    _check_batches(output, structure)
+    _check_batches(output, appearance)
+    backbone = backbone.to(device)
+    out_feats = extract(backbone, output, layer)
+    resized = _resized_to(output, structure)
+    struct_out = out_feats if resized is output else extract(backbone, resized, layer)
+    return (_structure_score(struct_out, extract(backbone, structure, layer)),
+            _appearance_score(out_feats, extract(backbone, appearance, layer)))

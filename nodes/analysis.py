@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..comfy_splice.metrics import dino_i, structure_distance
+from ..comfy_splice.metrics import splice_scores
 from ..comfy_splice.visualize import self_similarity_pca
 from . import host
 from .api import io, ui
@@ -115,8 +115,7 @@ class SpliceMetrics(io.ComfyNode):
             host.check_min_size(batch, _min_side(handle), name, why)
         device = host.torch_device()
         backbone = host.backbone_for(handle.backbone, device, for_training=False)
-        distances = structure_distance(backbone, out, ref_s, device).float()
-        similarities = dino_i(backbone, out, ref_a, device).float()
+        distances, similarities = splice_scores(backbone, out, ref_s, ref_a, device)
         mean_distance, mean_similarity = float(distances.mean()), float(similarities.mean())
         lines = [f"structure distance: {mean_distance:.5f} (lower keeps the structure better)",
                  f"DINO-I: {mean_similarity:.4f} (higher is closer to the appearance)",

@@ -151,6 +151,7 @@ class Progress:
         self.min_interval = min_interval
         self.bar = comfy.utils.ProgressBar(total)
         self._last_sent = float("-inf")
+        self.last_preview: tuple[int, Tensor] | None = None
 
     def step(self, done: int, total: int | None = None) -> None:
         """Report ``done`` of ``total`` steps (and raise if the user interrupted)."""
@@ -165,8 +166,10 @@ class Progress:
         """Show ``image`` ([1, 3, H, W] in [0, 1]) on the node, with the progress value ``done``.
 
         ComfyUI fits previews into ``--preview-size`` pixels, enlarging small ones too; an image
-        that already fits is sent as it is.
+        that already fits is sent as it is. The image is kept: the last one is G(structure) of the
+        finished generator, which the node returns instead of computing it again.
         """
+        self.last_preview = (done, image)
         picture = to_pil(image)
         max_size = args.preview_size if max(picture.size) > args.preview_size else None
         self._last_sent = time.monotonic()

@@ -187,7 +187,11 @@ class SpliceTrainGenerator(io.ComfyNode):
                     host.image_to_core(appearance, "appearance", clone=True), config, device,
                     on_step=progress.step, on_preview=progress.preview)
                 backbone = None
-            result = run_generator(trained.generator, a, device, batch_size=1)
+            final = progress.last_preview
+            if final is not None and final[0] == config.steps:
+                result = final[1]  # the core previews G(structure) after the last step
+            else:
+                result = run_generator(trained.generator, a, device, batch_size=1)
         except TrainingDiverged as exc:
             host.release_frames(exc)
             raise RuntimeError(f"Training diverged: {exc}") from None

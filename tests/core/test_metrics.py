@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_splice.metrics import dino_i, structure_distance
+from comfy_splice.metrics import dino_i, splice_scores, structure_distance
 from comfy_splice.visualize import self_similarity_pca
 
 from .conftest import synthetic_image
@@ -44,3 +44,22 @@ def test_visualisation_is_an_rgb_image_at_the_input_size(tiny_backbone) -> None:
     picture = self_similarity_pca(tiny_backbone, image, "cpu")
     assert picture.shape == (1, 3, 70, 90)
     assert picture.min() >= 0 and picture.max() <= 1 and picture.std() > 0.01
+
+
+def test_combined_scores_equal_the_separate_ones_with_one_output_forward(tiny_backbone) -> None:
+    out, a, b = (synthetic_image(64, 80, seed=s) for s in (1, 2, 3))
+    calls: list[tuple[int, ...]] = []
+    original = type(tiny_backbone).features
+
+    def counting(self, images, layers=(-1,)):
+        calls.append(tuple(images.shape))
+        return original(self, images, layers)
+
+    type(tiny_backbone).features = counting
+    try:
+        distance, similarity = splice_scores(tiny_backbone, out, a, b, "cpu")
+    finally:
+        type(tiny_backbone).features = original
+    assert len(calls) == 3, "output, structure and appearance: one forward each"
+    torch.testing.assert_close(distance, structure_distance(tiny_backbone, out, a, "cpu"))
+    torch.testing.assert_close(similarity, dino_i(tiny_backbone, out, b, "cpu"))

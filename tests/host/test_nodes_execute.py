@@ -243,6 +243,17 @@ def test_training_on_inference_tensors_gives_generator_history_and_result(comfy:
     assert all(not p.is_inference() for p in generator.generator.parameters())
 
 
+@pytest.mark.parametrize("preview_every", [1, 0])
+def test_training_result_is_the_generator_applied_to_the_structure(
+        comfy: Comfy, losses: tuple[Any, Any], preview_every: int) -> None:
+    # With previews the last one (after the final step) is returned; without, it is computed.
+    structure = _image(48, 64)
+    generator, _, result = _train(comfy, losses, structure, _image(72, 56, seed=1),
+                                  preview_every=preview_every).args
+    applied = comfy.run("SpliceApply", generator=generator, images=structure, batch_size=1)[0]
+    torch.testing.assert_close(result, applied, rtol=1e-5, atol=1e-6)
+
+
 def test_loss_map_draws_with_cores_plot_loss_graph(comfy: Comfy, trained: Any) -> None:
     from comfy_extras.nodes_train import LossGraphNode
 
