@@ -6,6 +6,14 @@ CLS tokens, keys and self-similarities all come from those two forwards. Every
 ``full_image_every`` steps one more forward with gradients scores G(A) on the whole structure
 image; its target self-similarity of A never changes and is computed once. Losses stay on the
 device and are copied to the host every ``log_every`` steps, so a step never waits for the GPU.
+
+Keyframes (one generator per shot): the structure input may be a batch of K images of one size,
+e.g. every Nth frame of a clip. Step ``s`` augments keyframe ``s % K`` and the full-image step
+``s`` (every ``full_image_every``-th) scores keyframe ``(s // full_image_every) % K``, so every
+keyframe is used equally often, in a fixed order that needs no random numbers (a single keyframe
+draws exactly the numbers it always did, and a resumed run needs only the step index). Each
+keyframe's full-image target is computed once. A step costs what a single pair costs; memory grows
+by the keyframes themselves and one cached target per keyframe.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import logging
 import math
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ContextManager, Mapping
+from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -118,17 +126,44 @@ def check_image(image: Tensor, role: str) -> None:
         raise ValueError(f"{role} image contains NaN or infinite values")
 
 
+def stack_keyframes(structure: Tensor | Sequence[Tensor]) -> Tensor:
+    """Keyframes as one [K, 3, H, W] tensor: a batch, or a list of [1, 3, H, W] images of one size.
+
+    Each keyframe must be a usable structure image; sizes must match because the keyframes share
+    one buffer on the training device (mismatched sizes name the fix).
+    """
+    if isinstance(structure, Tensor):
+        frames = [structure[i: i + 1] for i in range(structure.shape[0])] if structure.ndim == 4 else [structure]
+    else:
+        frames = list(structure)
+    if not frames:
+        raise ValueError("no structure image given: pass one image or a batch of keyframes")
+    for index, frame in enumerate(frames):
+        check_image(frame, "structure" if len(frames) == 1 else f"structure keyframe {index}")
+    sizes = [tuple(int(v) for v in frame.shape[-2:]) for frame in frames]
+    if len(set(sizes)) > 1:
+        odd = next(i for i, size in enumerate(sizes) if size != sizes[0])
+        raise ValueError(
+            f"keyframes must all have one size: keyframe 0 is {sizes[0][1]}x{sizes[0][0]} and keyframe "
+            f"{odd} is {sizes[odd][1]}x{sizes[odd][0]}. Resize them to one size first (the frames of "
+            f"one shot normally share it).")
+    if len(frames) == 1 and isinstance(structure, Tensor):
+        return structure
+    return torch.cat(frames)
+
+
 class SpliceTrainer:
     """One Splice optimisation problem; ``step()`` advances it by one step without host syncs."""
 
     def __init__(self, backbone: DinoBackbone, structure: Tensor, appearance: Tensor,
                  config: TrainConfig, device: torch.device | str) -> None:
-        check_image(structure, "structure")
+        structure = stack_keyframes(structure)
         check_image(appearance, "appearance")
         self.device = torch.device(device)
         self.config = config
         self.backbone = backbone.to(self.device)
-        self.structure_image = structure.to(self.device, torch.float32)
+        self.structure_image = structure.to(self.device, torch.float32)  # [K, 3, H, W] keyframes
+        self.keyframes = int(structure.shape[0])
         self.appearance_image = appearance.to(self.device, torch.float32)
         self.generator = build_generator(config.seed).to(self.device)
         self.generator.train()
@@ -139,7 +174,7 @@ class SpliceTrainer:
         self.step_index = 0
         self._pending: list[Tensor] = []
         self._history: dict[str, list[float]] = {name: [] for name in LOSS_TERMS}
-        self._full_target: Tensor | None = None
+        self._full_targets: dict[int, Tensor] = {}
         layers = (config.structure.layer, config.appearance.layer, config.identity.layer)
         self._layers = tuple(sorted({backbone.resolve_layer(i) for i in layers}))
 
@@ -169,13 +204,25 @@ class SpliceTrainer:
                                   for layer, f in batch.items()}
         return [r for r in results if r is not None]
 
-    def _full_structure_target(self) -> Tensor:
-        """Keys of the whole structure image: fixed for the run, so computed once."""
-        if self._full_target is None:
+    def keyframe(self, index: int) -> Tensor:
+        """Keyframe ``index`` as [1, 3, H, W] (a view: no copy)."""
+        return self.structure_image[index: index + 1]
+
+    def keyframe_for_step(self, step: int) -> int:
+        """The keyframe a step augments: a fixed cycle, each used once in every K steps."""
+        return step % self.keyframes
+
+    def full_keyframe_for_step(self, step: int) -> int:
+        """The keyframe a full-image step scores: the full-image steps cycle through them too."""
+        return (step // max(1, self.config.full_image_every)) % self.keyframes
+
+    def _full_structure_target(self, index: int = 0) -> Tensor:
+        """Keys of a whole keyframe: fixed for the run, so computed once per keyframe."""
+        if index not in self._full_targets:
             with torch.no_grad():
-                feats = self._features([self.structure_image])[0]
-            self._full_target = feats[self.backbone.resolve_layer(self.config.structure.layer)].keys
-        return self._full_target
+                feats = self._features([self.keyframe(index)])[0]
+            self._full_targets[index] = feats[self.backbone.resolve_layer(self.config.structure.layer)].keys
+        return self._full_targets[index]
 
     def step(self) -> None:
         """One optimisation step (augment, generate, two batched ViT forwards, losses, Adam)."""
@@ -188,7 +235,7 @@ class SpliceTrainer:
         use_struct = warm and c.structure.weight != 0
         use_id = warm and c.identity.weight != 0
 
-        a_crop = self.augmenter.structure(self.structure_image)
+        a_crop = self.augmenter.structure(self.keyframe(self.keyframe_for_step(step)))
         b_crop = self.augmenter.appearance(self.appearance_image)
 
         targets_in = [b_crop] + ([a_crop] if use_struct else [])
@@ -208,8 +255,9 @@ class SpliceTrainer:
         ident = c.identity(outs[1][l_id], t_b[l_id]) if use_id else zero
         full_struct = full_app = zero
         if full:
-            target_keys = self._full_structure_target()
-            f_full = self._features([self.generator(self.structure_image)])[0]
+            index = self.full_keyframe_for_step(step)
+            target_keys = self._full_structure_target(index)
+            f_full = self._features([self.generator(self.keyframe(index))])[0]
             if c.full_structure_weight != 0:
                 full_struct = self_similarity_mse(f_full[l_struct].keys, target_keys)
             if c.full_appearance_weight != 0:
@@ -250,9 +298,9 @@ class SpliceTrainer:
         return {name: list(series) for name, series in self._history.items()}
 
     @torch.no_grad()
-    def render(self) -> Tensor:
-        """G(A) on the whole structure image, [1, 3, H, W] float32 on the CPU (for previews)."""
-        return self.generator(self.structure_image).float().cpu()
+    def render(self, index: int = 0) -> Tensor:
+        """G(A) on a whole keyframe (the first by default), [1, 3, H, W] float32 on the CPU (previews)."""
+        return self.generator(self.keyframe(index)).float().cpu()
 
 
 def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tensor,
@@ -262,6 +310,10 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
                     on_log: Callable[[int, dict[str, float]], None] | None = None,
                     should_stop: Callable[[], bool] | None = None) -> TrainedGenerator:
     """Train a generator on one pair and return it (on the CPU) with its loss history.
+
+    ``structure`` is one image [1, 3, H, W] or K keyframes of one size [K, 3, H, W]
+    (``stack_keyframes`` makes that from a list): one generator is trained for all of them (see
+    the module docstring for the schedule).
 
     ``should_stop`` is asked before every step and raises TrainingInterrupted when it answers
     True; anything ``on_step`` raises (a host's own interrupt) propagates the same way.
