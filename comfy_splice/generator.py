@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -104,17 +105,31 @@ def build_generator(seed: int = 0) -> SpliceGenerator:
 
 @torch.no_grad()
 def apply_generator(generator: SpliceGenerator, images: Tensor, device: torch.device | str,
-                    batch_size: int = 8) -> Tensor:
+                    batch_size: int = 8, out: Tensor | None = None,
+                    on_chunk: Callable[[int, int], None] | None = None) -> Tensor:
     """Run a trained generator over [B, 3, H, W] images in chunks; returns float32 on the CPU.
 
     Exact for any chunk size because normalisation is per image. The caller's module is left
     where it is (a copy, ~4 MB, runs on another device), so a shared generator is never moved.
+    Streams long clips: only one chunk (its input, output and activations) is on ``device`` at a
+    time, and each chunk's result is copied into ``out``, a CPU tensor shaped like ``images``
+    (it may be a permuted view of a channels-last buffer), or into one allocated here once; never
+    a list joined at the end, which would hold the whole output twice. ``on_chunk(done, total)``
+    runs after every chunk (progress, cancel).
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape [B, 3, H, W], got {tuple(images.shape)}")
+    if out is None:
+        out = torch.empty(images.shape, dtype=torch.float32)
+    elif out.shape != images.shape:
+        raise ValueError(f"output buffer {tuple(out.shape)} does not match images {tuple(images.shape)}")
     device = torch.device(device)
     if next(generator.parameters()).device != device:
         generator = copy.deepcopy(generator).to(device)
-    outputs = [generator(chunk.to(device=device, dtype=torch.float32)).float().cpu()
-               for chunk in images.split(max(1, batch_size))]
-    return torch.cat(outputs)
+    total, step = int(images.shape[0]), max(1, int(batch_size))
+    for start in range(0, total, step):
+        chunk = images[start:start + step].to(device=device, dtype=torch.float32)
+        out[start:start + chunk.shape[0]].copy_(generator(chunk).float())
+        if on_chunk is not None:
+            on_chunk(min(start + step, total), total)
+    return out

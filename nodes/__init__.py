@@ -12,6 +12,7 @@ from .api import ComfyExtension, io
 from .apply import SpliceApply
 from .dino import SpliceLoadDINO
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
+from .keyframes import SpliceSelectKeyframes
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
 from .paths import register_folders
 from .train import SpliceTrainGenerator
@@ -26,6 +27,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     SpliceLoadGenerator,
     SpliceVisualizeStructure,
     SpliceMetrics,
+    SpliceSelectKeyframes,
 )
 
 

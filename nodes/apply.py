@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from . import host
@@ -25,7 +26,9 @@ class SpliceApply(io.ComfyNode):
                 "Applies a trained Splice generator to images and returns them at their own "
                 "resolution. Works on any size and on batches such as video frames; every image is "
                 "normalised on its own, so the result does not depend on the batch. Best on "
-                "images like the structure image it was trained on."),
+                "images like the structure image it was trained on. Long clips are streamed: the "
+                "device holds one batch at a time, the output is assembled on the CPU, and the "
+                "node shows its progress."),
             inputs=[
                 SpliceGenerator.Input(
                     "generator",
@@ -48,8 +51,12 @@ class SpliceApply(io.ComfyNode):
     @classmethod
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
         trained = check_generator(generator)
-        batch = host.image_to_core(images, "images")
+        batch = host.image_to_core(images, "images")  # a view of the input, no copy
         progress = host.Progress(int(batch.shape[0]))
-        out = run_generator(trained.generator, batch, host.torch_device(), int(batch_size),
-                            on_chunk=progress.step)
-        return io.NodeOutput(host.image_to_comfy(out))
+        # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000
+        # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.
+        frames, _, height, width = batch.shape
+        result = torch.empty((frames, height, width, 3), dtype=torch.float32)
+        run_generator(trained.generator, batch, host.torch_device(), int(batch_size),
+                      on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
+        return io.NodeOutput(result.clamp_(0.0, 1.0))

@@ -20,18 +20,13 @@ def check_generator(value: object, name: str = "generator") -> TrainedGenerator:
 
 
 def run_generator(generator: SpliceGenerator, images: Tensor, device: torch.device,
-                  batch_size: int, on_chunk: Callable[[int, int], None] | None = None) -> Tensor:
+                  batch_size: int, on_chunk: Callable[[int, int], None] | None = None,
+                  out: Tensor | None = None) -> Tensor:
     """G(images) for core-layout images, in chunks, float32 on the CPU.
 
     ``apply_generator`` runs a copy off the CPU, so the cached generator that other nodes (Save,
     a second Splice Output) also use stays where it is. ``on_chunk(done, total)`` is called after each chunk (progress, interrupt checks).
+    ``out`` is a preallocated CPU buffer shaped like ``images`` to write into (see Splice Output).
     """
-    batch_size = max(1, int(batch_size))
-    total = int(images.shape[0])
-    outputs = []
-    for start in range(0, total, batch_size):
-        chunk = images[start:start + batch_size]
-        outputs.append(apply_generator(generator, chunk, device, batch_size=batch_size))
-        if on_chunk is not None:
-            on_chunk(min(start + batch_size, total), total)
-    return torch.cat(outputs)
+    return apply_generator(generator, images, device, batch_size=max(1, int(batch_size)), out=out,
+                           on_chunk=on_chunk)

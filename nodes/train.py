@@ -49,16 +49,14 @@ def _check_losses(structure_loss: object, appearance_loss: object) -> tuple[Loss
 
 
 def _check_pair(structure: Tensor, appearance: Tensor) -> None:
-    """One structure image and one appearance image (the method trains on a single pair)."""
-    n_s, n_a = int(structure.shape[0]), int(appearance.shape[0])
-    fix = ("Train Generator learns one generator from one structure image and one appearance "
-           "image: pick one image of each batch (e.g. with 'ImageFromBatch'), then apply the "
-           "trained generator to any number of images or video frames with 'Splice Output'.")
-    if n_s != n_a:
-        raise ValueError(f"The structure batch has {n_s} image(s) and the appearance batch "
-                         f"{n_a}. {fix}")
-    if n_s != 1:
-        raise ValueError(f"Got batches of {n_s} structure and appearance images. {fix}")
+    """Structure keyframes (a batch of one size) and exactly one appearance image."""
+    n_a = int(appearance.shape[0])
+    if n_a != 1:
+        raise ValueError(
+            f"The appearance input is a batch of {n_a} images; Train Generator takes one appearance "
+            f"image (its look is transferred). Pick one with 'ImageFromBatch' (batch_index, length 1), "
+            f"or train one generator per appearance image. Several structure images are fine: they "
+            f"are trained on as keyframes of one shot.")
 
 
 def _log_every(steps: int) -> int:
@@ -87,14 +85,17 @@ class SpliceTrainGenerator(io.ComfyNode):
                 "Trains a small U-Net so that its output keeps the structure image's layout (DINO "
                 "key self-similarity) and takes the appearance image's look (DINO CLS token), as "
                 "in 'Splicing ViT Features for Semantic Appearance Transfer' (CVPR 2022). One "
-                "generator per structure/appearance pair; the paper's 2000 steps take ~10 s on a "
-                "recent GPU and much longer on a CPU. Cancel stops it within one step."),
+                "generator per structure/appearance pair, or per shot: a batch of structure "
+                "keyframes is used in turn, one per step, at the cost of a single pair. The "
+                "paper's 2000 steps take ~10 s on a recent GPU and much longer on a CPU. Cancel "
+                "stops it within one step."),
             inputs=[
                 io.Image.Input(
                     "structure",
-                    tooltip=("The structure image (one image, any size, at least 32x32): its "
-                             "layout and objects are kept. A batch is refused: train on one pair, "
-                             "then use 'Splice Output' for many frames.")),
+                    tooltip=("The structure image (any size, at least 32x32): its layout and objects "
+                             "are kept. A batch of images of one size (e.g. keyframes of a video from "
+                             "'Select Keyframes (Splice)') trains one generator for the whole shot: "
+                             "each step uses one keyframe, in turn.")),
                 io.Image.Input(
                     "appearance",
                     tooltip=("The appearance image (one image, any size, at least 32x32): its "
@@ -142,7 +143,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                              "core's 'Plot Loss Graph' node (needs at least 2 steps).")),
                 io.Image.Output(
                     "result", display_name="result",
-                    tooltip="The trained generator applied to the whole structure image."),
+                    tooltip="The trained generator applied to the whole structure image (each keyframe)."),
             ],
         )
 
@@ -176,8 +177,9 @@ class SpliceTrainGenerator(io.ComfyNode):
         device = host.torch_device()
         host.free_memory_for(dino.backbone, [a, b], device)
         progress = host.Progress(config.steps)
-        log.info("Splice: training %d steps on %s with %s (structure %dx%d, appearance %dx%d)",
-                 config.steps, device, dino.label, a.shape[-1], a.shape[-2], b.shape[-1], b.shape[-2])
+        log.info("Splice: training %d steps on %s with %s (structure %d x %dx%d, appearance %dx%d)",
+                 config.steps, device, dino.label, a.shape[0], a.shape[-1], a.shape[-2], b.shape[-1],
+                 b.shape[-2])
         backbone = None
         try:
             with host.training_mode():
@@ -188,7 +190,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                     on_step=progress.step, on_preview=progress.preview)
                 backbone = None
             final = progress.last_preview
-            if final is not None and final[0] == config.steps:
+            if final is not None and final[0] == config.steps and a.shape[0] == 1:
                 result = final[1]  # the core previews G(structure) after the last step
             else:
                 result = run_generator(trained.generator, a, device, batch_size=1)

@@ -68,3 +68,25 @@ def test_apply_generator_chunks_exactly() -> None:
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         apply_generator(gen, torch.rand(3, 40, 56), "cpu")
 
+
+def test_apply_generator_streams_into_a_preallocated_channels_last_buffer() -> None:
+    """Chunks of batch_size go through the generator and straight into the caller's buffer (here
+    ComfyUI's [B, H, W, 3] layout): the output is never assembled a second time."""
+    gen = build_generator()
+    frames = torch.rand(5, 40, 56, 3).permute(0, 3, 1, 2)  # a view, like a node's input
+    buffer = torch.full((5, 40, 56, 3), -1.0)
+    chunks: list[int] = []
+    progress: list[tuple[int, int]] = []
+    handle = gen.register_forward_pre_hook(lambda _m, args: chunks.append(args[0].shape[0]))
+    try:
+        out = apply_generator(gen, frames, "cpu", batch_size=2, out=buffer.permute(0, 3, 1, 2),
+                              on_chunk=lambda done, total: progress.append((done, total)))
+    finally:
+        handle.remove()
+    assert out.data_ptr() == buffer.data_ptr()
+    assert chunks == [2, 2, 1] and progress == [(2, 5), (4, 5), (5, 5)]
+    torch.testing.assert_close(buffer.permute(0, 3, 1, 2), apply_generator(gen, frames, "cpu", batch_size=5),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="output buffer"):
+        apply_generator(gen, frames, "cpu", out=torch.empty(4, 3, 40, 56))
+

@@ -37,6 +37,7 @@ CONTRACT_INPUTS = {
     "SpliceLoadGenerator": ["generator_name"],
     "SpliceVisualizeStructure": ["dino", "image", "block"],
     "SpliceMetrics": ["dino", "output", "structure", "appearance"],
+    "SpliceSelectKeyframes": ["images", "every_nth"],
 }
 
 
@@ -267,9 +268,8 @@ def test_short_runs_still_log_enough_points(comfy: Comfy) -> None:
 
 
 @pytest.mark.parametrize(("structure", "appearance", "expected"), [
-    ((2, 48, 64), (1, 56, 56), "structure batch has 2 image(s) and the appearance batch 1"),
-    ((1, 48, 64), (3, 56, 56), "structure batch has 1 image(s) and the appearance batch 3"),
-    ((2, 48, 64), (2, 56, 56), "Got batches of 2 structure and appearance images"),
+    ((1, 48, 64), (3, 56, 56), "The appearance input is a batch of 3 images"),
+    ((2, 48, 64), (2, 56, 56), "The appearance input is a batch of 2 images"),
     ((1, 1, 1), (1, 56, 56), "The structure image is 1x1 pixels; the minimum is 32x32"),
     ((1, 48, 64), (1, 12, 40), "The appearance image is 40x12 pixels; the minimum is 32x32"),
 ])
@@ -281,7 +281,24 @@ def test_bad_training_inputs_are_refused_up_front(comfy: Comfy, losses: tuple[An
         _train(comfy, losses, s, a)
     assert expected in str(error.value)
     if "batch" in expected:
-        assert "Splice Output" in str(error.value)
+        assert "ImageFromBatch" in str(error.value)
+
+
+def test_keyframes_from_a_clip_train_one_generator_for_the_shot(comfy: Comfy, losses: tuple[Any, Any]) -> None:
+    """Select Keyframes picks frames 0, N, 2N ...; Train Generator takes them as one batch and
+    returns the generator applied to each keyframe."""
+    clip = _image(48, 64, batch=7, seed=4)
+    keyframes = comfy.run("SpliceSelectKeyframes", images=clip, every_nth=3)[0]
+    assert torch.equal(keyframes, clip[[0, 3, 6]])
+    assert torch.equal(comfy.run("SpliceSelectKeyframes", images=clip, every_nth=100)[0], clip[:1])
+    generator, loss_map, result = _train(comfy, losses, keyframes, _image(72, 56, seed=1), steps=3,
+                                         full_image_every=1).args
+    assert len(loss_map["loss"]) == 3
+    assert result.shape == (3, 48, 64, 3)
+    applied = comfy.run("SpliceApply", generator=generator, images=keyframes, batch_size=2)[0]
+    torch.testing.assert_close(result, applied, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="every_nth is 0"):
+        comfy.run("SpliceSelectKeyframes", images=clip, every_nth=0)
 
 
 def test_swapped_or_mixed_losses_are_refused(comfy: Comfy, dino: Any, losses: tuple[Any, Any]) -> None:
@@ -378,6 +395,27 @@ def test_apply_keeps_size_and_is_batch_independent(comfy: Comfy, trained: Any) -
     single = comfy.run("SpliceApply", generator=trained[0], images=frames[1:2], batch_size=4)[0]
     torch.testing.assert_close(single[0], together[1], rtol=0, atol=1e-5)
     assert float((together[0] - together[1]).abs().max()) > 1e-3  # different frames, different outputs
+    assert together.is_contiguous() and together.dtype == torch.float32 and together.device.type == "cpu"
+
+
+def test_apply_streams_chunks_into_one_output(comfy: Comfy, trained: Any) -> None:
+    """A clip goes through in chunks of batch_size frames (what the device holds at once), with
+    progress after each chunk (the core test checks the output is written in place)."""
+    frames = _image(40, 40, batch=10, seed=6)
+    seen: list[int] = []
+    hook = trained[0].generator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    progress = comfy.module("nodes.host").Progress
+    updates: list[tuple[int, int]] = []
+    original = progress.step
+    progress.step = lambda self, done, total=None: (updates.append((done, total)), original(self, done, total))[1]
+    try:
+        out = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=4)[0]
+    finally:
+        progress.step = original
+        hook.remove()
+    assert seen == [4, 4, 2]  # on the CPU the generator itself runs (elsewhere a copy on the device)
+    assert updates == [(4, 10), (8, 10), (10, 10)]
+    assert out.shape == (10, 40, 40, 3)
 
 
 def test_apply_refuses_what_is_not_a_generator(comfy: Comfy, dino: Any) -> None:
