@@ -1,7 +1,11 @@
-"""``python -m comfy_splice STRUCTURE APPEARANCE -o OUT --weights FILE``: Splice without ComfyUI.
+"""``python -m comfy_splice STRUCTURE [STRUCTURE ...] APPEARANCE -o OUT --weights FILE``: Splice
+without ComfyUI.
 
 Trains a generator on the pair and writes G(structure) at the structure image's full
 resolution; optionally saves the generator and prints the structure distance and DINO-I.
+Several structure images of one size (e.g. ``frames/*.png``, keyframes of one shot) train one
+generator together; then OUT is a folder and each input's result is written there as
+``<its name>.png``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from .checkpoint import save_generator
 from .generator import apply_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss
 from .metrics import splice_scores
-from .train import TrainConfig, TrainingDiverged, train_generator
+from .train import TrainConfig, TrainingDiverged, stack_keyframes, train_generator
 
 log = logging.getLogger("comfy_splice")
 
@@ -45,9 +49,13 @@ def save_image(image: torch.Tensor, path: str | Path) -> None:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m comfy_splice", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("structure", help="structure image A (its layout is kept)")
+    p.add_argument("structure", nargs="+",
+                   help="structure image A (its layout is kept); several of one size train one "
+                        "generator on all of them as keyframes")
     p.add_argument("appearance", help="appearance image B (its look is taken)")
-    p.add_argument("-o", "--output", required=True, help="output image path (.png, .jpg, ...)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output image path (.png, .jpg, ...); a folder for several structure images "
+                        "(or one ending in /), which gets <name>.png per input")
     p.add_argument("--weights", help="DINO ViT weights file (.pth or .safetensors)")
     p.add_argument("--download", metavar="DIR",
                    help="explicitly download the official --model weights into DIR if missing")
@@ -82,6 +90,24 @@ def _weights_path(args: argparse.Namespace) -> Path:
                        f"{model.url}), or --download DIR to fetch them into DIR explicitly.")
 
 
+def output_paths(structures: list[str], output: str) -> list[Path]:
+    """Where each structure image's result goes: OUT itself for one image (unless OUT is a
+    folder), else OUT/<stem>.png for each (two inputs with one name are refused)."""
+    target = Path(output)
+    if len(structures) == 1 and not (output.endswith(("/", "\\")) or target.is_dir()):
+        return [target]
+    if target.is_file():
+        raise ValueError(f"-o {output} is a file; with {len(structures)} structure images it must be a "
+                         f"folder (each result is written there as <name>.png)")
+    paths = [target / f"{Path(name).stem}.png" for name in structures]
+    seen: dict[Path, str] = {}
+    for name, path in zip(structures, paths):
+        if path in seen:
+            raise ValueError(f"{seen[path]} and {name} would both be written to {path}; rename one")
+        seen[path] = name
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (2 for a user mistake)."""
     args = _parser().parse_args(argv)
@@ -89,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
     try:
-        structure, appearance = load_image(args.structure), load_image(args.appearance)
+        outputs = output_paths(args.structure, args.output)
+        structure = stack_keyframes([load_image(path) for path in args.structure])
+        appearance = load_image(args.appearance)
         backbone = load_backbone(_weights_path(args), device=device)
         config = TrainConfig(
             steps=args.steps, lr=args.lr, seed=args.seed, dtype=args.dtype, antialias=args.antialias,
@@ -104,14 +132,16 @@ def main(argv: list[str] | None = None) -> int:
                 backbone, structure, appearance, config, device,
                 on_step=lambda done, total: bar.update(done - bar.n),
                 on_log=lambda step, losses: bar.set_postfix(loss=f"{losses['loss']:.4f}"))
-        result = apply_generator(trained.generator, structure, device)
-        save_image(result, args.output)
-        log.info("wrote %s (%dx%d)", args.output, result.shape[-1], result.shape[-2])
+        results = apply_generator(trained.generator, structure, device, batch_size=1)
+        for index, path in enumerate(outputs):
+            result = results[index: index + 1]
+            save_image(result, path)
+            log.info("wrote %s (%dx%d)", path, result.shape[-1], result.shape[-2])
+            if args.metrics:
+                sd, di = splice_scores(backbone, result, structure[index: index + 1], appearance, device)
+                log.info("%s: structure distance %.5f  DINO-I %.4f", path.name, sd.item(), di.item())
         if args.save_generator:
             log.info("saved generator to %s", save_generator(args.save_generator, trained))
-        if args.metrics:
-            sd, di = splice_scores(backbone, result, structure, appearance, device)
-            log.info("structure distance %.5f  DINO-I %.4f", sd.item(), di.item())
     except (ValueError, TrainingDiverged) as exc:  # WeightsError is a ValueError
         log.error("error: %s", exc)
         return 2
