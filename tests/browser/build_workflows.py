@@ -73,7 +73,7 @@ TILE_CONTROLNET = {
     "directory": "controlnet",
 }
 # What Save Splice Generator writes first with the prefix used in the video workflow
-# (output/splice/village_winter_00001_.safetensors); the user moves it to models/splice_generators.
+# (output/splice/village_winter_00001_.safetensors), for Load Splice Generator.
 GENERATOR_FILE = "village_winter_00001_.safetensors"
 
 MODE_ALWAYS, MODE_NEVER = 0, 2
@@ -229,60 +229,58 @@ what the structure loss compares (the main components of DINO's key self-similar
 
 
 def video_workflow() -> WorkflowSpec:
+    """One generator for the shot: trained on every Nth frame of the clip, applied to all of them,
+    written as a video with the clip's frame rate and sound. Runs as shipped (nothing muted)."""
     nodes, links = _splice_core()
-    y = Y_LOWER
-    nodes = [_note(SPLICE_NOTE + f"""
+    # The clip's keyframes take the structure image's place.
+    nodes[[n.key for n in nodes].index("structure")] = NodeSpec(
+        "load_video", "LoadVideo", (X_INPUT, 0), {"file": make_examples.VIDEO}, title="The shot (video)",
+        size=(320, 380))
+    links = [link for link in links if link[0] != "structure"]
+    nodes = [_note(SPLICE_NOTE + """
 
-**This graph: train once, apply to many.**
-1. Run it as it is: group 1 trains on the pair and *Save Splice Generator* writes
-   `output/splice/village_winter_00001_.safetensors`.
-2. Move that file to `ComfyUI/models/splice_generators/` (press *r* to refresh the lists).
-3. Group 2 is muted: right-click it, *Set Group Nodes to Always*. It loads the generator and
-   applies it to every frame of a video (`{make_examples.VIDEO}` from `workflows/input/`),
-   saving the frames and an MP4. Mute group 1 to skip training on later runs.
-
-Applying a trained generator costs one forward pass per frame.""", 640)] + nodes + [
+**This graph: one generator for a whole shot.** *Select Keyframes* takes every Nth frame of the
+video (set N so the keyframes show everything that enters the shot); *Train Generator* trains
+once on all of them (one keyframe per step: a step costs what one image costs); *Splice Output*
+applies the generator to every frame, and *Create Video* writes them with the clip's frame rate
+and sound. *Save Splice Generator* keeps the generator for other clips of the shot.""", 640)] + nodes + [
+        NodeSpec("components", "GetVideoComponents", (X_INPUT, 920), {}, size=(320, 86)),
+        NodeSpec("keyframes", "SpliceSelectKeyframes", (X_INPUT, 1070), {"every_nth": 4}, size=(320, 82)),
         NodeSpec("save_generator", "SpliceSaveGenerator", (X_APPLY, 0), {"filename_prefix": "splice/village_winter"},
                  size=(320, 82)),
-        NodeSpec("train_preview", "PreviewImage", (X_APPLY, 160), {}, title="Result on the structure image",
+        NodeSpec("train_preview", "PreviewImage", (X_APPLY, 160), {}, title="Result on the keyframes",
                  size=(320, 300)),
-        NodeSpec("load_video", "LoadVideo", (X_INPUT, y), {"file": make_examples.VIDEO}, title="Video frames",
-                 size=(320, 380), mode=MODE_NEVER),
-        NodeSpec("components", "GetVideoComponents", (X_DINO, y), {}, size=(320, 86), mode=MODE_NEVER),
-        NodeSpec("load_generator", "SpliceLoadGenerator", (X_DINO, y + 150), {"generator_name": GENERATOR_FILE},
-                 size=(320, 58), mode=MODE_NEVER),
-        NodeSpec("apply", "SpliceApply", (X_TRAIN, y), {"batch_size": 4}, size=(320, 102), mode=MODE_NEVER),
-        NodeSpec("create_video", "CreateVideo", (X_TRAIN, y + 160), {"fps": 8.0}, size=(320, 78),
-                 mode=MODE_NEVER),
-        NodeSpec("save_frames", "SaveImage", (X_APPLY, y), {"filename_prefix": "splice/frames"},
-                 title="Translated frames", size=(420, 380), mode=MODE_NEVER),
-        NodeSpec("save_video", "SaveVideo", (X_TRAIN, y + 290),
-                 {"filename_prefix": "splice/video", "format": "auto", "codec": "auto"},
-                 size=(320, 420), mode=MODE_NEVER),
+        NodeSpec("apply", "SpliceApply", (X_TRAIN, 620), {"batch_size": 4}, size=(320, 102)),
+        NodeSpec("create_video", "CreateVideo", (X_TRAIN, 780), {}, size=(320, 100)),
+        NodeSpec("save_video", "SaveVideo", (X_APPLY, 620),
+                 {"filename_prefix": "splice/video", "format": "auto", "codec": "auto"}, size=(420, 420)),
     ]
     links += [
+        ("load_video", "VIDEO", "components", "video"),
+        ("components", "images", "keyframes", "images"),
+        ("keyframes", "keyframes", "train", "structure"),
         ("train", "generator", "save_generator", "generator"),
         ("train", "result", "train_preview", "images"),
-        ("load_video", "VIDEO", "components", "video"),
-        ("load_generator", "generator", "apply", "generator"),
+        ("train", "generator", "apply", "generator"),
         ("components", "images", "apply", "images"),
-        ("apply", "image", "save_frames", "images"),
         ("apply", "image", "create_video", "images"),
         ("components", "fps", "create_video", "fps"),
+        ("components", "audio", "create_video", "audio"),
         ("create_video", "VIDEO", "save_video", "video"),
     ]
-    group2 = ["load_video", "components", "load_generator", "apply", "create_video", "save_frames", "save_video"]
     groups = [
-        GroupSpec("1. Train once and save the generator",
-                  ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train",
-                   "save_generator", "train_preview"], "#b58b2a"),
-        GroupSpec("2. Apply the saved generator to every frame (muted: see the note)", group2, "#3f789e"),
+        GroupSpec("1. The shot and the look", ["load_video", "appearance", "components", "keyframes"], "#8A8"),
+        GroupSpec("2. DINO-ViT and losses", ["dino", "structure_loss", "appearance_loss"], "#88A"),
+        GroupSpec("3. Train once on the keyframes", ["train", "save_generator", "train_preview"], "#b58b2a"),
+        GroupSpec("4. Every frame, with the clip's frame rate and sound", ["apply", "create_video", "save_video"],
+                  "#3f789e"),
     ]
     return WorkflowSpec(
         "splice_train_once_apply_to_video",
-        "Train a Splice generator once and save it; load it and apply it to every frame of a video.",
+        "Train one Splice generator on a video's keyframes and apply it to every frame; the video keeps "
+        "its frame rate and sound.",
         nodes, links, groups,
-        expect_images=["train_preview", "save_frames"], unmute_for_test=group2)
+        expect_images=["train_preview"])
 
 
 DIFFUSION_PROMPT = ("a snowy village at night, a cosy cottage with warm light in the windows, snow on the "

@@ -6,7 +6,8 @@ are cartoons, but with the ingredients Splice needs: a *structure* image with cl
 (hills, a house, a tree, a path, the sun) and an *appearance* image with the same kinds of
 objects in a different look (a snowy night), so that a trained generator has something
 semantic to transfer. The video is a slow pan over a wider version of the structure scene, the
-"train once on one frame, apply to every frame" case.
+"train on its keyframes, apply to every frame" case; it has a short sound track (two soft
+chimes) so that the video workflow can show that the clip's audio is kept.
 
     python tests/browser/make_examples.py            # (re)write workflows/input/
     python tests/browser/make_examples.py --check    # exit 1 if the files differ from a fresh draw
@@ -42,6 +43,7 @@ IMAGE_SIZE = (512, 384)
 VIDEO_SIZE = (384, 288)   # even sides (yuv420p), small enough for CPU runs
 VIDEO_FRAMES = 12
 VIDEO_FPS = 8
+AUDIO_RATE = 22050
 
 
 @dataclass(frozen=True)
@@ -196,8 +198,19 @@ def video_frames() -> list[Image.Image]:
     return [draw_village(VIDEO_SIZE, x0=i * 9.0, seed=1, pal=DAY) for i in range(VIDEO_FRAMES)]
 
 
-def encode_mp4(frames: list[Image.Image], fps: int = VIDEO_FPS) -> bytes:
-    """H.264 in MP4 with PyAV (what ComfyUI's LoadVideo reads)."""
+def clip_audio(seconds: float = VIDEO_FRAMES / VIDEO_FPS, rate: int = AUDIO_RATE) -> np.ndarray:
+    """Two soft chimes (mono, float32 in [-1, 1]) for the clip's sound track."""
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    sound = np.zeros_like(t)
+    for start, pitch in ((0.05, 660.0), (0.75, 880.0)):
+        local = np.clip(t - start, 0.0, None)
+        sound += (t >= start) * 0.25 * np.exp(-4.0 * local) * np.sin(2 * np.pi * pitch * local)
+    return sound.astype(np.float32)
+
+
+def encode_mp4(frames: list[Image.Image], fps: int = VIDEO_FPS, audio: np.ndarray | None = None,
+               audio_rate: int = AUDIO_RATE) -> bytes:
+    """H.264 in MP4 with PyAV (what ComfyUI's LoadVideo reads), with an optional mono AAC track."""
     import av
 
     buffer = io.BytesIO()
@@ -206,11 +219,17 @@ def encode_mp4(frames: list[Image.Image], fps: int = VIDEO_FPS) -> bytes:
         stream.width, stream.height = frames[0].size
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "18", "preset": "medium", "threads": "1"}
+        sound = container.add_stream("aac", rate=audio_rate, layout="mono") if audio is not None else None
         for frame in frames:
             for packet in stream.encode(av.VideoFrame.from_image(frame.convert("RGB"))):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None and audio is not None:
+            chunk = av.AudioFrame.from_ndarray(audio[None, :], format="fltp", layout="mono")
+            chunk.sample_rate = audio_rate
+            for packet in [*sound.encode(chunk), *sound.encode(None)]:
+                container.mux(packet)
     return buffer.getvalue()
 
 
@@ -225,7 +244,7 @@ def render_all() -> dict[str, bytes]:
     return {
         STRUCTURE: png_bytes(structure_image()),
         APPEARANCE: png_bytes(appearance_image()),
-        VIDEO: encode_mp4(video_frames()),
+        VIDEO: encode_mp4(video_frames(), audio=clip_audio()),
     }
 
 

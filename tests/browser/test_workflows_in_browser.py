@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -214,36 +213,40 @@ def test_basic_workflow_runs_from_the_page(page: comfy_page.ComfyPage, browser_s
     assert min(_image(pca).size) > 0
 
 
-def test_video_workflow_trains_once_then_applies_to_every_frame(
+def test_video_workflow_trains_once_on_keyframes_and_writes_the_whole_clip(
         page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path) -> None:
-    """The note's recipe, step by step: run as shipped (group 2 muted), move the saved generator
-    into models/splice_generators, unmute group 2, run again."""
-    spec = bw.video_workflow()
-    saved = browser_server.output_dir / "splice" / bw.GENERATOR_FILE
-    assert not saved.exists(), "this server already saved a generator under the documented name"
-    _prepare_run(page, spec, json.loads(spec.json_path.read_text()))
-
-    first = page.queue(timeout_s=RUN_TIMEOUT_S)
-    _assert_success(first)
-    muted = {str(spec.node_id(k)) for k in spec.unmute_for_test}
-    assert not muted & set(first.executed_nodes), "muted nodes ran"
-    assert saved.is_file(), f"Save Splice Generator did not write {saved}"
-    _finish(page, spec, ["train_preview"], artifacts, suffix="trained")
-
-    shutil.move(saved, browser_server.generators_dir / bw.GENERATOR_FILE)
-    page.set_mode([spec.node_id(k) for k in spec.unmute_for_test], bw.MODE_ALWAYS)
-    second = page.queue(timeout_s=RUN_TIMEOUT_S)
-    _assert_success(second)
-    assert str(spec.node_id("save_frames")) in second.executed_nodes
-    shown = _finish(page, spec, ["save_frames"], artifacts)
-    assert len(shown[spec.node_id("save_frames")]) == make_examples.VIDEO_FRAMES
-    frames = _saved_files(browser_server, second, spec.node_id("save_frames"))
-    assert len(frames) == make_examples.VIDEO_FRAMES
-    assert {_image(f).size for f in frames} == {make_examples.VIDEO_SIZE}
-    (video,) = _saved_files(browser_server, second, spec.node_id("save_video"))
+    """As shipped (nothing muted, the clip's name already set): one Queue trains on every Nth
+    frame, applies the generator to every frame and saves a video with the clip's frame rate and
+    sound."""
     import av
 
+    spec = bw.video_workflow()
+    workflow = json.loads(spec.json_path.read_text())
+    assert {n["mode"] for n in workflow["nodes"]} == {bw.MODE_ALWAYS}, "the template runs as shipped"
+    _prepare_run(page, spec, workflow)
+    every = page.widget_value(spec.node_id("keyframes"), "every_nth")
+    keyframes = len(range(0, make_examples.VIDEO_FRAMES, every))
+    assert 1 < keyframes < make_examples.VIDEO_FRAMES
+
+    run = page.queue(timeout_s=RUN_TIMEOUT_S)
+    _assert_success(run)
+    assert run.executed_nodes.count(str(spec.node_id("save_video"))) == 1
+    shown = _finish(page, spec, spec.expect_images, artifacts)
+    assert len(shown[spec.node_id("train_preview")]) == keyframes  # G(keyframe) for each keyframe
+
+    (video,) = _saved_files(browser_server, run, spec.node_id("save_video"))
+    with open(bw.WORKFLOWS_DIR / "input" / make_examples.VIDEO, "rb") as handle, \
+            av.open(handle) as source:
+        source_audio = source.streams.audio[0]
+        source_seconds = float(source_audio.duration * source_audio.time_base)
     with av.open(io.BytesIO(video)) as container:
+        stream = container.streams.video[0]
+        assert stream.average_rate == make_examples.VIDEO_FPS
+        assert (stream.width, stream.height) == make_examples.VIDEO_SIZE
+        (audio,) = container.streams.audio
+        assert audio.sample_rate == make_examples.AUDIO_RATE
+        seconds = float(audio.duration * audio.time_base)
+        assert abs(seconds - source_seconds) < 0.1, (seconds, source_seconds)
         assert sum(1 for _ in container.decode(video=0)) == make_examples.VIDEO_FRAMES
 
 
