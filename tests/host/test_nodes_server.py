@@ -26,7 +26,7 @@ STRUCTURE_SIZE = (64, 48)  # PIL (width, height)
 APPEARANCE_SIZE = (56, 72)
 NODE_IDS = ("SpliceLoadDINO", "SpliceStructureLoss", "SpliceAppearanceLoss", "SpliceTrainGenerator",
             "SpliceApply", "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure",
-            "SpliceMetrics")
+            "SpliceMetrics", "SpliceSelectKeyframes")
 OFFICIAL = ("dino_deitsmall16_pretrain.pth", "dino_deitsmall8_pretrain.pth",
             "dino_vitbase16_pretrain.pth", "dino_vitbase8_pretrain.pth")
 TRAIN = "6"  # node id of Train Generator in splice_graph()
@@ -300,15 +300,86 @@ def test_bad_inputs_give_a_clear_error_and_the_server_keeps_serving(comfy_server
     assert comfy_server.is_running() and comfy_server.system_stats()
 
 
-def test_batches_of_different_lengths_are_refused(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+def test_an_appearance_batch_is_refused_and_the_server_keeps_serving(comfy_server: ComfyServer,
+                                                                      files: dict[str, str]) -> None:
     prompt = splice_graph(files)
-    prompt["12"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["1", 0], "amount": 2}}
-    prompt[TRAIN]["inputs"]["structure"] = ["12", 0]
+    prompt["12"] = {"class_type": "RepeatImageBatch", "inputs": {"image": ["2", 0], "amount": 2}}
+    prompt[TRAIN]["inputs"]["appearance"] = ["12", 0]
     result = comfy_server.run(prompt, timeout=120)
     assert result.status == "execution_error" and str(result.terminal["node_id"]) == TRAIN
-    assert "structure batch has 2 image(s) and the appearance batch 1" in result.error_message
-    assert "Splice Output" in result.error_message
+    assert "The appearance input is a batch of 2 images" in result.error_message
+    assert "ImageFromBatch" in result.error_message
     assert comfy_server.is_running() and comfy_server.system_stats()
+
+
+# -- a shot: keyframes in, the whole clip out -----------------------------------------------------
+
+CLIP_FRAMES, CLIP_FPS, CLIP_SIZE, CLIP_AUDIO_RATE = 30, 10, (64, 48), 16000
+
+
+def _write_clip(path: Path) -> float:
+    """A 30-frame pan with a sine tone as its sound track (H.264 + AAC); returns the sound's seconds."""
+    import av
+
+    base = np.asarray(_picture((CLIP_SIZE[0] * 2, CLIP_SIZE[1]), 5))
+    seconds = CLIP_FRAMES / CLIP_FPS
+    tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(int(seconds * CLIP_AUDIO_RATE)) / CLIP_AUDIO_RATE))
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("h264", rate=CLIP_FPS)
+        video.width, video.height = CLIP_SIZE
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=CLIP_AUDIO_RATE, layout="mono")
+        for i in range(CLIP_FRAMES):
+            frame = np.ascontiguousarray(base[:, 2 * i: 2 * i + CLIP_SIZE[0]])
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(video.encode(None))
+        sound = av.AudioFrame.from_ndarray(tone.astype(np.float32)[None], format="fltp", layout="mono")
+        sound.sample_rate = CLIP_AUDIO_RATE
+        container.mux([*audio.encode(sound), *audio.encode(None)])
+    return seconds
+
+
+def test_three_keyframes_train_once_and_thirty_frames_come_out_with_fps_and_sound(
+        comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    """LoadVideo -> Get Video Components -> Select Keyframes (every 10th: 3 keyframes) -> Train
+    Generator -> Splice Output on all 30 frames -> Create Video (the clip's fps and audio) -> Save
+    Video, in the real server."""
+    import av
+
+    clip = comfy_server.input_dir / "splice_test_clip.mp4"
+    seconds = _write_clip(clip)
+    steps = 4
+    prompt = splice_graph(files, steps=steps, preview_every=0, full_image_every=2, prefix="shot/frames")
+    prompt.update({
+        "20": {"class_type": "LoadVideo", "inputs": {"file": clip.name}},
+        "21": {"class_type": "GetVideoComponents", "inputs": {"video": ["20", 0]}},
+        "22": {"class_type": "SpliceSelectKeyframes", "inputs": {"images": ["21", 0], "every_nth": 10}},
+        "23": {"class_type": "SaveImage", "inputs": {"images": [TRAIN, 2], "filename_prefix": "shot/keyframes"}},
+        "24": {"class_type": "CreateVideo", "inputs": {"images": ["7", 0], "fps": ["21", 2], "audio": ["21", 1]}},
+        "25": {"class_type": "SaveVideo", "inputs": {"video": ["24", 0], "filename_prefix": "shot/video",
+                                                     "format": "auto", "codec": "auto"}},
+    })
+    del prompt["1"]
+    prompt[TRAIN]["inputs"]["structure"] = ["22", 0]
+    prompt["7"]["inputs"].update(images=["21", 0], batch_size=4)
+    result = comfy_server.run(prompt, timeout=300).raise_for_status()
+
+    assert result.progress(TRAIN)[-1] == (steps, steps)  # one training run for the shot
+    apply_progress = result.progress("7")
+    assert apply_progress[0] == (4, CLIP_FRAMES) and apply_progress[-1] == (CLIP_FRAMES, CLIP_FRAMES)
+    keyframes = result.output_images("23")
+    assert len(keyframes) == 3  # the generator applied to each keyframe
+    frames = result.output_images("8")
+    assert len(frames) == CLIP_FRAMES
+    assert comfy_server.view_image(frames[-1]["filename"], frames[-1]["subfolder"]).size == CLIP_SIZE
+    (saved,) = result.output_images("25")
+    with av.open(str(comfy_server.output_dir / saved["subfolder"] / saved["filename"])) as container:
+        video = container.streams.video[0]
+        assert video.average_rate == CLIP_FPS and (video.width, video.height) == CLIP_SIZE
+        (audio,) = container.streams.audio
+        assert audio.sample_rate == CLIP_AUDIO_RATE
+        assert abs(float(audio.duration * audio.time_base) - seconds) < 0.1
+        assert sum(1 for _ in container.decode(video=0)) == CLIP_FRAMES
 
 
 # -- analysis ---------------------------------------------------------------------------------------
