@@ -9,6 +9,7 @@ full-image target is computed once.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -97,6 +98,33 @@ def test_keyframes_cycle_and_full_targets_are_computed_once(tiny_backbone) -> No
     assert len(whole) == k
     assert len(trainer._full_targets) == k
     trainer.flush_logs()
+
+
+def test_a_step_with_keyframes_costs_what_a_single_pair_costs(tiny_backbone) -> None:
+    """Same ViT forwards, batch for batch, as one structure image, except one whole-image target
+    per extra keyframe (each computed once)."""
+    config = TrainConfig(steps=7, log_every=7, preview_every=0, full_image_every=3)
+    appearance = synthetic_image(80, 64, seed=2)
+    calls: dict[int, list[tuple[int, bool]]] = {}
+    original = type(tiny_backbone).features
+    for k in (1, 3):
+        trainer = SpliceTrainer(tiny_backbone, _keyframes(k), appearance, config, "cpu")
+        seen: list[tuple[int, bool]] = []
+
+        def counting(self, images, layers=(-1,), seen=seen):
+            seen.append((images.shape[0], torch.is_grad_enabled()))
+            return original(self, images, layers)
+
+        type(tiny_backbone).features = counting
+        try:
+            for _ in range(config.steps):
+                trainer.step()
+        finally:
+            type(tiny_backbone).features = original
+        calls[k] = seen
+    # The two extra keyframes' whole-image targets (no grad, batch of one), nothing else.
+    assert Counter(calls[3]) - Counter(calls[1]) == Counter({(1, False): 2})
+    assert not Counter(calls[1]) - Counter(calls[3])
 
 
 def test_keyframes_train_and_each_is_rendered(tiny_backbone) -> None:
