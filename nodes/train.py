@@ -1,4 +1,4 @@
-"""Train Generator (Splice): optimise a U-Net on one structure/appearance pair.
+"""Train Generator (Splice): optimise a U-Net on one structure/appearance pair (or a shot's keyframes).
 
 Training runs inside a node, i.e. inside ComfyUI's ``torch.inference_mode()``: it is switched
 off for the run, and the images and the DINO-ViT are cloned so autograd can save them (see
