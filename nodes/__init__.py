@@ -10,6 +10,7 @@ from __future__ import annotations
 from .analysis import SpliceMetrics, SpliceVisualizeStructure
 from .api import ComfyExtension, io
 from .apply import SpliceApply
+from .descriptors import NODES as DESCRIPTOR_NODES
 from .dino import SpliceLoadDINO
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
@@ -26,6 +27,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     SpliceLoadGenerator,
     SpliceVisualizeStructure,
     SpliceMetrics,
+    *DESCRIPTOR_NODES,
 )
 
 
