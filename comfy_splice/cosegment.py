@@ -258,11 +258,12 @@ def part_cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: tor
                    low_res_saliency: bool = True, seed: int = 0, n_init: int = 10,
                    memory_limit: int | None = None) -> PartCosegmentation:
     """Parts common to all images: co-segment, then k-means of the foreground descriptors into
-    ``num_parts`` clusters. Each token scores every part (distance to the part's centre) and the
-    background (distance to the nearest background cluster of the first stage); the scores are
-    upsampled bilinearly to the image's size and each pixel takes the closest. Parts are
-    numbered by size over the whole set (0 = largest), so colours are stable across the batch.
-    The paper's code smooths this with a dense CRF instead of bilinear upsampling.
+    ``num_parts`` clusters. Each token scores every part (distance to the part's centre); the
+    scores are upsampled bilinearly to the image's size, each pixel of the co-segmentation mask
+    takes the closest part and every other pixel is background, so the parts tile exactly the
+    co-segmented object. Parts are numbered by size over the whole set (0 = largest), so colours
+    are stable across the batch. The paper's code instead lets the distance to the nearest
+    background cluster compete with the parts and smooths the result with a dense CRF.
     """
     if num_parts < 1:
         raise ValueError(f"num_parts must be at least 1, got {num_parts}")
@@ -283,17 +284,12 @@ def part_cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: tor
     sizes = torch.bincount(assign(torch.cat(foreground), parts.centroids)[0], minlength=num_parts)
     order = torch.argsort(sizes, descending=True, stable=True)
     part_centres = parts.centroids[order]
-    background = coseg.centroids[~coseg.salient]
     label_maps = []
-    for info, descs in zip(coseg.infos, normalised):
-        d_parts = squared_distances(descs, part_centres)
-        if background.shape[0]:
-            d_bg = squared_distances(descs, background).min(dim=1, keepdim=True).values
-        else:
-            d_bg = torch.full_like(d_parts[:, :1], float("inf"))
-        scores = -torch.cat((d_parts, d_bg), dim=1).clamp_max(1e4)  # inf -> a finite "never"
-        grid = scores.T.reshape(num_parts + 1, *info.grid)
-        label_maps.append(grid_to_image(grid, info, mode="bilinear").argmax(dim=0))
+    for info, descs, mask in zip(coseg.infos, normalised, coseg.masks):
+        scores = -squared_distances(descs, part_centres)
+        grid = scores.T.reshape(num_parts, *info.grid)
+        labels = grid_to_image(grid, info, mode="bilinear").argmax(dim=0)
+        label_maps.append(torch.where(mask > 0, labels, torch.full_like(labels, num_parts)))
     for index, keep in enumerate(coseg.inliers):
         if not keep:
             label_maps[index] = torch.full_like(label_maps[index], num_parts)

@@ -38,7 +38,7 @@ class DescriptorConfig:
     """Which descriptors to extract. Defaults are those of the paper's co-segmentation code."""
 
     load_size: int = 224
-    block: int = 11
+    block: int = -1  # the last block: 11 of the 12 of every official DINO ViT, as in the paper
     facet: str = "key"
     stride: int = 4
     bin: bool = False
