@@ -37,6 +37,15 @@ CONTRACT_INPUTS = {
     "SpliceLoadGenerator": ["generator_name"],
     "SpliceVisualizeStructure": ["dino", "image", "block"],
     "SpliceMetrics": ["dino", "output", "structure", "appearance"],
+    "SpliceDinoCosegmentation": ["dino", "images", "load_size", "block", "facet", "stride", "bin", "elbow",
+                                 "thresh", "votes_percentage", "sample_interval", "low_res_saliency",
+                                 "remove_outliers", "outliers_thresh", "seed"],
+    "SpliceDinoPartCosegmentation": ["dino", "images", "num_parts", "part", "load_size", "block", "facet",
+                                     "stride", "bin", "elbow", "thresh", "votes_percentage",
+                                     "sample_interval", "low_res_saliency", "seed"],
+    "SpliceDinoCorrespondences": ["dino", "image_a", "image_b", "num_pairs", "load_size", "block", "facet",
+                                  "stride", "bin", "thresh", "seed"],
+    "SpliceDinoFeaturesPCA": ["dino", "images", "load_size", "block", "facet", "stride", "bin"],
 }
 
 
@@ -160,7 +169,7 @@ def test_entrypoint_lists_the_contract_nodes_with_tooltips(comfy: Comfy) -> None
     assert not hasattr(comfy.pack, "NODE_CLASS_MAPPINGS")  # it would make ComfyUI skip comfy_entrypoint
     for node_id, cls in comfy.nodes.items():
         info = cls.GET_NODE_INFO_V1()
-        assert info["category"] == "image/splice"
+        assert info["category"] in ("image/splice", "image/splice/descriptors")
         assert len(info["description"]) > 40, node_id
         assert info["input_order"]["required"] == CONTRACT_INPUTS[node_id]
         for name, (_, options) in info["input"]["required"].items():
