@@ -32,7 +32,8 @@ from .descriptors import (DescriptorConfig, ImageDescriptors, extract, grid_to_i
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
+OnImage = Callable[[int, int], None] | None
+"""Called with (images done, total) after each image's descriptors: progress and cancel."""
 
 
 # -- k-means ---------------------------------------------------------------------------------
@@ -188,7 +189,8 @@ def cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: torch.de
               config: DescriptorConfig = DescriptorConfig(), elbow: float = 0.975, thresh: float = 0.065,
               votes_percentage: float = 75, sample_interval: int = 100, max_clusters: int = 14,
               low_res_saliency: bool = True, remove_outliers: bool = False, outliers_thresh: float = 0.7,
-              seed: int = 0, n_init: int = 10, memory_limit: int | None = None) -> Cosegmentation:
+              seed: int = 0, n_init: int = 10, memory_limit: int | None = None,
+              on_image: OnImage = None) -> Cosegmentation:
     """Co-segment the common foreground of ``images`` (each [1, 3, H, W] or [3, H, W] in [0, 1]).
 
     Needs at least two images. With ``remove_outliers``, images whose CLS descriptor has a cosine
@@ -202,7 +204,7 @@ def cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: torch.de
     if not 0 < votes_percentage <= 100:
         raise ValueError(f"votes_percentage must be in (0, 100], got {votes_percentage}")
     infos = extract(backbone, images, config, device, saliency=True, low_res_saliency=low_res_saliency,
-                    with_cls=remove_outliers, memory_limit=memory_limit)
+                    with_cls=remove_outliers, memory_limit=memory_limit, on_image=on_image)
     inliers = [True] * len(infos)
     if remove_outliers:
         cls = torch.stack([info.cls for info in infos if info.cls is not None])
@@ -256,7 +258,7 @@ def part_cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: tor
                    num_parts: int = 4, config: DescriptorConfig = DescriptorConfig(), elbow: float = 0.975,
                    thresh: float = 0.065, votes_percentage: float = 75, sample_interval: int = 100,
                    low_res_saliency: bool = True, seed: int = 0, n_init: int = 10,
-                   memory_limit: int | None = None) -> PartCosegmentation:
+                   memory_limit: int | None = None, on_image: OnImage = None) -> PartCosegmentation:
     """Parts common to all images: co-segment, then k-means of the foreground descriptors into
     ``num_parts`` clusters. Each token scores every part (distance to the part's centre); the
     scores are upsampled bilinearly to the image's size, each pixel of the co-segmentation mask
@@ -269,7 +271,8 @@ def part_cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: tor
         raise ValueError(f"num_parts must be at least 1, got {num_parts}")
     coseg = cosegment(backbone, images, device, config, elbow=elbow, thresh=thresh,
                       votes_percentage=votes_percentage, sample_interval=sample_interval,
-                      low_res_saliency=low_res_saliency, seed=seed, n_init=n_init, memory_limit=memory_limit)
+                      low_res_saliency=low_res_saliency, seed=seed, n_init=n_init, memory_limit=memory_limit,
+                      on_image=on_image)
     normalised = [l2_normalise(info.descriptors) for info in coseg.infos]
     foreground = [d[m.flatten()] for d, m in zip(normalised, coseg.token_masks)]
     total = sum(int(f.shape[0]) for f in foreground)
@@ -345,7 +348,7 @@ def best_buddies(a: Tensor, b: Tensor, chunk: int = 4096) -> tuple[Tensor, Tenso
 def correspondences(backbone: DinoBackbone, image_a: Tensor, image_b: Tensor, device: torch.device | str,
                     num_pairs: int = 10, config: DescriptorConfig = CORRESPONDENCE_CONFIG,
                     thresh: float = 0.05, seed: int = 0, n_init: int = 10,
-                    memory_limit: int | None = None) -> Correspondences:
+                    memory_limit: int | None = None, on_image: OnImage = None) -> Correspondences:
     """Up to ``num_pairs`` well-spread point matches between two images.
 
     Best buddies between the two descriptor sets, kept where both tokens are salient
@@ -355,7 +358,7 @@ def correspondences(backbone: DinoBackbone, image_a: Tensor, image_b: Tensor, de
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be at least 1, got {num_pairs}")
     info_a, info_b = extract(backbone, [image_a, image_b], config, device, saliency=True,
-                             low_res_saliency=False, memory_limit=memory_limit)
+                             low_res_saliency=False, memory_limit=memory_limit, on_image=on_image)
     assert info_a.saliency is not None and info_b.saliency is not None
     da, db = l2_normalise(info_a.descriptors), l2_normalise(info_b.descriptors)
     nn_ab, sim_ab, nn_ba = best_buddies(da, db)
@@ -405,11 +408,12 @@ def principal_components(x: Tensor, components: int = 3, seed: int = 0) -> Tenso
 
 
 def pca_images(backbone: DinoBackbone, images: Sequence[Tensor], device: torch.device | str,
-               config: DescriptorConfig = DescriptorConfig(), memory_limit: int | None = None) -> list[Tensor]:
+               config: DescriptorConfig = DescriptorConfig(), memory_limit: int | None = None,
+               on_image: OnImage = None) -> list[Tensor]:
     """The first three principal components of all images' descriptors (fitted together, so a
     colour means the same across the batch) as RGB [3, H, W] at each image's own size; each
     component min-max normalised per image, tokens drawn as blocks (nearest)."""
-    infos = extract(backbone, images, config, device, memory_limit=memory_limit)
+    infos = extract(backbone, images, config, device, memory_limit=memory_limit, on_image=on_image)
     stacked = torch.cat([info.descriptors for info in infos])
     components = min(3, int(stacked.shape[1]))
     directions = principal_components(stacked, components)

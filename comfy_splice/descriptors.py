@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -194,13 +194,15 @@ def check_memory(backbone: DinoBackbone, sizes: Sequence[tuple[int, int]], confi
 
 def extract(backbone: DinoBackbone, images: Sequence[Tensor], config: DescriptorConfig,
             device: torch.device | str, saliency: bool = False, low_res_saliency: bool = True,
-            with_cls: bool = False, memory_limit: int | None = None) -> list[ImageDescriptors]:
+            with_cls: bool = False, memory_limit: int | None = None,
+            on_image: Callable[[int, int], None] | None = None) -> list[ImageDescriptors]:
     """Descriptors (and optionally saliency) of each image ([1, 3, H, W] or [3, H, W] in [0, 1]).
 
     One forward per image gives the facet and, when ``low_res_saliency`` is off, the saliency.
     With ``low_res_saliency`` (the paper code's default) saliency comes from a second, cheap
     forward at half the load size with the model's own stride, resized (nearest) to the
     descriptor grid: the attention of a stride-4 grid is the largest tensor of the job.
+    ``on_image(done, total)`` is called after each image (progress, and a chance to cancel).
     """
     block = check_config(backbone, config)
     stride = effective_stride(backbone, config.stride)
@@ -232,6 +234,8 @@ def extract(backbone: DinoBackbone, images: Sequence[Tensor], config: Descriptor
                 cls=cls if with_cls else None, input_size=(int(batch.shape[-2]), int(batch.shape[-1])),
                 image_size=(int(image.shape[-2]), int(image.shape[-1])), patch=backbone.patch_size,
                 stride=stride))
+            if on_image is not None:
+                on_image(len(results), len(images))
     return results
 
 

@@ -84,6 +84,12 @@ def _free_bytes(device: torch.device) -> int:
     return int(mm.get_free_memory(device))
 
 
+def _progress(total: int) -> Any:
+    """Progress per image on the node, and Cancel honoured between images."""
+    bar = host.Progress(total)
+    return lambda done, _total: bar.step(done)
+
+
 def _run(handle: DinoHandle) -> tuple[torch.device, Any]:
     device = host.torch_device()
     return device, host.backbone_for(handle.backbone, device, for_training=False)
@@ -130,32 +136,48 @@ class SpliceDinoCosegmentation(io.ComfyNode):
                                tooltip="Cosine similarity to the mean below which an image is an outlier."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of k-means: the same seed gives the same masks."),
+                io.Image.Input("more_images", optional=True,
+                               tooltip="Optional images of another size, co-segmented together with "
+                                       "'images' (e.g. a structure image A in 'images' and an appearance "
+                                       "image B here); their masks come out of 'more_masks'."),
             ],
             outputs=[io.Mask.Output("masks", display_name="masks",
-                                    tooltip="One mask per input image (1 = the shared object), full resolution.")],
+                                    tooltip="One mask per input image (1 = the shared object), full resolution."),
+                     io.Mask.Output("more_masks", display_name="more_masks",
+                                    tooltip="One mask per image of 'more_images', at their size (an empty batch "
+                                            "when 'more_images' is not connected).")],
         )
 
     @classmethod
     def execute(cls, dino: object, images: Tensor, load_size: int = 224, block: int = -1, facet: str = "key",
                 stride: int = 4, bin: bool = False, elbow: float = 0.975, thresh: float = 0.065,
                 votes_percentage: int = 75, sample_interval: int = 100, low_res_saliency: bool = True,
-                remove_outliers: bool = False, outliers_thresh: float = 0.7, seed: int = 0) -> io.NodeOutput:
+                remove_outliers: bool = False, outliers_thresh: float = 0.7, seed: int = 0,
+                more_images: Tensor | None = None) -> io.NodeOutput:
         handle = check_dino(dino)
         config = _config(handle, load_size, block, facet, stride, bin)
-        batch = _images(images, "images", handle)
+        first = _images(images, "images", handle)
+        more = _images(more_images, "more_images", handle) if more_images is not None else []
+        batch = first + more
         if len(batch) < 2:
             raise ValueError("DINO Co-segmentation needs at least 2 images (it segments what they have in "
-                             "common); got 1. Batch more images into 'images' (e.g. with 'Batch Images').")
+                             "common); got 1. Batch more images into 'images' (e.g. with 'Batch Images'), "
+                             "or connect another image to 'more_images'.")
         device, backbone = _run(handle)
         try:
             result = cosegment(backbone, batch, device, config, elbow=elbow, thresh=thresh,
                                votes_percentage=votes_percentage, sample_interval=sample_interval,
                                low_res_saliency=low_res_saliency, remove_outliers=remove_outliers,
-                               outliers_thresh=outliers_thresh, seed=seed, memory_limit=_free_bytes(device))
-            masks = torch.stack(result.masks).cpu()
+                               outliers_thresh=outliers_thresh, seed=seed, memory_limit=_free_bytes(device),
+                               on_image=_progress(len(batch)))
+            masks = torch.stack(result.masks[:len(first)]).cpu()
+            if more:
+                more_masks = torch.stack(result.masks[len(first):]).cpu()
+            else:
+                more_masks = torch.zeros((0, *masks.shape[1:]))
         finally:
             host.soft_empty_cache()
-        return io.NodeOutput(masks)
+        return io.NodeOutput(masks, more_masks)
 
 
 class SpliceDinoPartCosegmentation(io.ComfyNode):
@@ -223,7 +245,7 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
             result = part_cosegment(backbone, batch, device, num_parts, config, elbow=elbow, thresh=thresh,
                                     votes_percentage=votes_percentage, sample_interval=sample_interval,
                                     low_res_saliency=low_res_saliency, seed=seed,
-                                    memory_limit=_free_bytes(device))
+                                    memory_limit=_free_bytes(device), on_image=_progress(len(batch)))
             labels = torch.stack(result.labels).cpu()
         finally:
             host.soft_empty_cache()
@@ -305,7 +327,7 @@ class SpliceDinoCorrespondences(io.ComfyNode):
         device, backbone = _run(handle)
         try:
             found = correspondences(backbone, a, b, device, num_pairs, config, thresh=thresh, seed=seed,
-                                    memory_limit=_free_bytes(device))
+                                    memory_limit=_free_bytes(device), on_image=_progress(2))
         finally:
             host.soft_empty_cache()
         points = json.dumps(found.to_json())
@@ -345,7 +367,8 @@ class SpliceDinoFeaturesPCA(io.ComfyNode):
         batch = _images(images, "images", handle)
         device, backbone = _run(handle)
         try:
-            pictures = torch.stack(pca_images(backbone, batch, device, config, memory_limit=_free_bytes(device)))
+            pictures = torch.stack(pca_images(backbone, batch, device, config, memory_limit=_free_bytes(device),
+                                              on_image=_progress(len(batch))))
         finally:
             host.soft_empty_cache()
         return io.NodeOutput(host.image_to_comfy(pictures))

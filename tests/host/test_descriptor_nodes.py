@@ -99,7 +99,8 @@ def test_object_info_lists_the_descriptor_nodes_with_tooltips(comfy_server: Comf
         for name, spec in node["input"]["required"].items():
             assert len(spec[1].get("tooltip") or "") > 10, f"{node_id}.{name} has no tooltip"
         assert all(node["output_tooltips"]), node_id
-    assert info["SpliceDinoCosegmentation"]["output"] == ["MASK"]
+    assert info["SpliceDinoCosegmentation"]["output"] == ["MASK", "MASK"]
+    assert list(info["SpliceDinoCosegmentation"]["input"]["optional"]) == ["more_images"]
     assert info["SpliceDinoPartCosegmentation"]["output"] == ["IMAGE", "MASK"]
     assert info["SpliceDinoCorrespondences"]["output"] == ["IMAGE", "STRING"]
     assert info["SpliceDinoFeaturesPCA"]["output"] == ["IMAGE"]
@@ -121,6 +122,22 @@ def test_cosegmentation_masks_the_shared_object_at_full_resolution(comfy_server:
         truth = _truth(box)
         sure = _away_from_edges(truth)
         assert bool(((torch.from_numpy(mask[..., 0].copy()) > 127).float()[sure] == truth[sure]).all())
+
+
+def test_cosegmentation_of_two_images_of_different_sizes(comfy_server: ComfyServer,
+                                                         files: dict[str, str]) -> None:
+    """A in 'images', B (another size) in 'more_images': each mask at its own image's size."""
+    prompt = _base(files, batch=False)
+    prompt["2"]["inputs"]["image"] = files["wide"]
+    prompt["5"] = {"class_type": "SpliceDinoCosegmentation",
+                   "inputs": {"dino": ["3", 0], "images": ["1", 0], "more_images": ["2", 0], **FAST,
+                              "remove_outliers": False, "outliers_thresh": 0.7}}
+    _save(prompt, "6", ["5", 0], "dense/coseg_a", mask=True)
+    _save(prompt, "7", ["5", 1], "dense/coseg_b", mask=True)
+    result = comfy_server.run(prompt, timeout=300).raise_for_status()
+    (mask_a,), (mask_b,) = _images(comfy_server, result, "6"), _images(comfy_server, result, "7")
+    assert mask_a.shape == (SIZE, SIZE, 3) and mask_b.shape == (72, 144, 3)
+    assert (mask_a > 127).any() and (mask_b > 127).any()
 
 
 def test_cosegmentation_refusals_are_clear_and_the_server_keeps_serving(comfy_server: ComfyServer,
