@@ -15,6 +15,7 @@ from .dino import SpliceLoadDINO
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
 from .paths import register_folders
+from .regions import NODES as REGION_NODES
 from .train import SpliceTrainGenerator
 
 NODES: tuple[type[io.ComfyNode], ...] = (
@@ -28,6 +29,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     SpliceVisualizeStructure,
     SpliceMetrics,
     *DESCRIPTOR_NODES,
+    *REGION_NODES,
 )
 
 

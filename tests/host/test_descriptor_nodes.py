@@ -216,3 +216,39 @@ def test_features_pca_gives_one_picture_per_image(comfy_server: ComfyServer, fil
     for picture in pictures:
         assert picture.reshape(-1, 3).max(0).tolist() == [255, 255, 255]
         assert picture.reshape(-1, 3).min(0).tolist() == [0, 0, 0]
+
+
+def test_region_aware_splice_changes_only_the_object(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+    """Co-segment A and B, train on B's object (Crop to Mask), composite the output into A's mask:
+    pixels of A far from its mask come back unchanged."""
+    prompt = _base(files, batch=False)
+    prompt["2"]["inputs"]["image"] = files["wide"]
+    prompt["5"] = {"class_type": "SpliceDinoCosegmentation",
+                   "inputs": {"dino": ["3", 0], "images": ["1", 0], "more_images": ["2", 0], **FAST,
+                              "remove_outliers": False, "outliers_thresh": 0.7}}
+    prompt["6"] = {"class_type": "SpliceCropToMask", "inputs": {"image": ["2", 0], "mask": ["5", 1], "margin": 0.05}}
+    prompt["7"] = {"class_type": "SpliceStructureLoss", "inputs": {"dino": ["3", 0], "weight": 1.0, "block": -1}}
+    prompt["8"] = {"class_type": "SpliceAppearanceLoss", "inputs": {"dino": ["3", 0], "weight": 10.0, "block": -1}}
+    prompt["9"] = {"class_type": "SpliceTrainGenerator",
+                   "inputs": {"structure": ["1", 0], "appearance": ["6", 0], "structure_loss": ["7", 0],
+                              "appearance_loss": ["8", 0], "steps": 2, "learning_rate": 0.002, "seed": 0,
+                              "identity_weight": 1.0, "full_image_every": 75, "preview_every": 1,
+                              "dtype": "auto"}}
+    prompt["10"] = {"class_type": "SpliceApply", "inputs": {"generator": ["9", 0], "images": ["1", 0],
+                                                            "batch_size": 1}}
+    prompt["11"] = {"class_type": "SpliceCompositeInMask",
+                    "inputs": {"base": ["1", 0], "overlay": ["10", 0], "mask": ["5", 0], "feather": 4}}
+    _save(prompt, "12", ["11", 0], "dense/region")
+    _save(prompt, "13", ["5", 0], "dense/region_mask", mask=True)
+    _save(prompt, "14", ["6", 0], "dense/region_crop")
+    result = comfy_server.run(prompt, timeout=300).raise_for_status()
+    (composite,), (mask,), (crop,) = (_images(comfy_server, result, n) for n in ("12", "13", "14"))
+    original = np.asarray(_scene("sky", BOXES[0], 1))
+    assert composite.shape == original.shape and crop.shape[0] <= 72 and crop.shape[1] <= 144
+    near = F.max_pool2d(torch.from_numpy((mask[..., 0] > 0).astype(np.float32))[None, None], 25, 1, 12)[0, 0]
+    far = (near == 0).numpy()
+    assert far.any() and np.array_equal(composite[far], original[far])
+    assert not np.array_equal(composite, original)  # inside the mask the Splice output shows
+    prompt["11"]["inputs"]["mask"] = ["5", 1]  # B's mask (72x144) on A (96x96)
+    result = comfy_server.run(prompt, timeout=120)
+    assert result.status == "execution_error" and "mask is 144x72 but the image is 96x96" in result.error_message

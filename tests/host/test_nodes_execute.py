@@ -46,6 +46,8 @@ CONTRACT_INPUTS = {
     "SpliceDinoCorrespondences": ["dino", "image_a", "image_b", "num_pairs", "load_size", "block", "facet",
                                   "stride", "bin", "thresh", "seed"],
     "SpliceDinoFeaturesPCA": ["dino", "images", "load_size", "block", "facet", "stride", "bin"],
+    "SpliceCropToMask": ["image", "mask", "margin"],
+    "SpliceCompositeInMask": ["base", "overlay", "mask", "feather"],
 }
 
 
