@@ -18,10 +18,11 @@ nothing beyond torch is needed. The paper's code uses faiss and scikit-learn for
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -81,6 +82,29 @@ def _plus_plus(x: Tensor, k: int, generator: torch.Generator) -> Tensor:
     return torch.stack(centres)
 
 
+SMALL_PROBLEM = 1 << 21
+"""Below this many elements a k-means fit on the CPU runs on one thread (see _one_thread_if_small)."""
+
+
+@contextlib.contextmanager
+def _one_thread_if_small(x: Tensor) -> Iterator[None]:
+    """Fit small CPU problems single-threaded, as scikit-learn does with threadpoolctl.
+
+    Lloyd iterations on a few hundred samples are thousands of tiny ops, where intra-op threads
+    only add synchronisation; on a busy CPU each op then waits for a core. Measured on 2 shared
+    cores (elbow rule, 80 x 384 samples, 8030 points): 7.0 s with 2 threads, 0.5 s with 1.
+    """
+    if x.device.type != "cpu" or x.numel() > SMALL_PROBLEM:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def kmeans(x: Tensor, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 300) -> KMeans:
     """k-means of the rows of ``x`` [N, D]: the best of ``n_init`` seeded restarts.
 
@@ -92,6 +116,12 @@ def kmeans(x: Tensor, k: int, seed: int = 0, n_init: int = 10, max_iter: int = 3
         raise ValueError(f"k-means with k={k} needs between 1 and {n} clusters for {n} points")
     generator = torch.Generator().manual_seed(int(seed))
     x = x.float()
+    with _one_thread_if_small(x):
+        return _best_of(x, k, generator, n_init, max_iter)
+
+
+def _best_of(x: Tensor, k: int, generator: torch.Generator, n_init: int, max_iter: int) -> KMeans:
+    """The restart with the lowest mean squared distance (Lloyd from k-means++ seeds)."""
     best: KMeans | None = None
     for _ in range(max(1, n_init)):
         centroids = _plus_plus(x, k, generator)
