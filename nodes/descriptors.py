@@ -17,7 +17,7 @@ from torch import Tensor
 import comfy.model_management as mm
 
 from ..comfy_splice.cosegment import correspondences, cosegment, part_cosegment, pca_images
-from ..comfy_splice.descriptors import DescriptorConfig
+from ..comfy_splice.descriptors import DescriptorConfig, check_config
 from ..comfy_splice.backbone import FACETS
 from . import host
 from .api import io, ui
@@ -58,17 +58,12 @@ def _descriptor_inputs(block: int, bin_default: bool) -> list[Any]:
 
 
 def _config(handle: DinoHandle, load_size: int, block: int, facet: str, stride: int, bin: bool) -> DescriptorConfig:
-    """The core configuration, with the block checked against this backbone (error names the range)."""
+    """The core configuration, checked against this backbone now (block range, facet, stride)."""
     check_block(handle, block)
-    if facet not in FACETS:
-        raise ValueError(f"facet {facet!r} is not one of {', '.join(FACETS)}.")
-    patch = handle.backbone.patch_size
-    if stride < patch and patch % stride:
-        divisors = [d for d in range(1, patch) if patch % d == 0]
-        raise ValueError(f"stride {stride} does not divide the {patch}px patch of {handle.label}: use "
-                         f"one of {divisors}, or {patch} for the model's own grid.")
-    return DescriptorConfig(load_size=int(load_size), block=int(block), facet=facet, stride=int(stride),
-                            bin=bool(bin))
+    config = DescriptorConfig(load_size=int(load_size), block=int(block), facet=facet, stride=int(stride),
+                              bin=bool(bin))
+    check_config(handle.backbone, config)
+    return config
 
 
 def _images(image: Tensor, name: str, handle: DinoHandle) -> list[Tensor]:
@@ -111,7 +106,8 @@ class SpliceDinoCosegmentation(io.ComfyNode):
                 "foreground by DINO's attention. Defaults are the paper's. Give a batch of 2 or more "
                 "images."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)' (the paper uses ViT-S/8)."),
+                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)' (the paper "
+                                                 "uses ViT-S/8)."),
                 io.Image.Input("images", tooltip="At least 2 images showing the same kind of object; one mask "
                                                  "per image comes out."),
                 *_descriptor_inputs(-1, False),
@@ -210,15 +206,18 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
                 io.Int.Input("votes_percentage", default=75, min=1, max=100,
                              tooltip="A cluster is foreground when at least this % of the images vote for it."),
                 io.Int.Input("sample_interval", default=100, min=1, max=10000,
-                             tooltip="k-means is fitted on every n-th descriptor; lower it for few or small images."),
+                             tooltip="k-means is fitted on every n-th descriptor; lower it for few or "
+                                     "small images."),
                 io.Boolean.Input("low_res_saliency", default=True,
-                                 tooltip="Compute the attention at half size and the model's own stride (less memory)."),
+                                 tooltip="Compute the attention at half size and the model's own "
+                                         "stride (less memory)."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of k-means: the same seed gives the same parts."),
             ],
             outputs=[
                 io.Image.Output("parts", display_name="parts",
-                                tooltip="Each part in its own colour (same colours across the batch), background black."),
+                                tooltip="Each part in its own colour (same colours across the "
+                                        "batch), background black."),
                 io.Mask.Output("mask", display_name="mask",
                                tooltip="Mask of the chosen 'part' (or of all parts) for every image."),
             ],

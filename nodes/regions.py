@@ -36,7 +36,8 @@ class SpliceCropToMask(io.ComfyNode):
                 "A batch is cropped to one box around all its masks, so it keeps one size."),
             inputs=[
                 io.Image.Input("image", tooltip="Image(s) to crop, e.g. the appearance image B."),
-                io.Mask.Input("mask", tooltip="Mask of the region to keep, at the image's size (one, or one per image)."),
+                io.Mask.Input("mask", tooltip="Mask of the region to keep, at the image's size (one, or "
+                                              "one per image)."),
                 io.Float.Input("margin", default=0.05, min=0.0, max=1.0, step=0.01,
                                tooltip="Grow the box by this fraction of its size on every side."),
             ],

@@ -18,6 +18,7 @@ from comfy_splice.cosegment import (correspondences, cosegment, elbow_kmeans, km
 from comfy_splice.descriptors import DescriptorConfig
 
 FAST = {"n_init": 2, "sample_interval": 4}
+Scenes = list[tuple[torch.Tensor, torch.Tensor]]
 CONFIG = DescriptorConfig(load_size=96, block=-1, facet="key", stride=8)
 
 
@@ -109,8 +110,7 @@ def test_votes_count_images_whose_mean_saliency_passes_the_threshold() -> None:
 # -- the pipeline ------------------------------------------------------------------------------
 
 
-def test_cosegmentation_recovers_the_region_the_images_share(tiny_backbone: DinoBackbone,
-                                                             scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def test_cosegmentation_recovers_the_region_the_images_share(tiny_backbone: DinoBackbone, scenes: Scenes) -> None:
     """Two images: the same 'object' texture on two different backgrounds, at different places
     and image sizes. Why this is fair without real weights: a random ViT still maps different
     textures to different descriptors (its patch embedding is a random linear map of the pixels),
@@ -128,8 +128,7 @@ def test_cosegmentation_recovers_the_region_the_images_share(tiny_backbone: Dino
     assert result.k >= 2 and bool(result.salient.any()) and not bool(result.salient.all())
 
 
-def test_cosegmentation_is_deterministic_and_refuses_one_image(tiny_backbone: DinoBackbone,
-                                                               scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def test_cosegmentation_is_deterministic_and_refuses_one_image(tiny_backbone: DinoBackbone, scenes: Scenes) -> None:
     images = [s[0] for s in scenes]
     config = DescriptorConfig(load_size=64, stride=16)
     first = cosegment(tiny_backbone, images, "cpu", config, seed=5, **FAST)
@@ -141,8 +140,7 @@ def test_cosegmentation_is_deterministic_and_refuses_one_image(tiny_backbone: Di
         cosegment(tiny_backbone, images[:1], "cpu", config)
 
 
-def test_outlier_images_get_an_empty_mask(tiny_backbone: DinoBackbone,
-                                          scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def test_outlier_images_get_an_empty_mask(tiny_backbone: DinoBackbone, scenes: Scenes) -> None:
     images = [s[0] for s in scenes] * 2
     result = cosegment(tiny_backbone, images, "cpu", DescriptorConfig(load_size=64, stride=16),
                        remove_outliers=True, outliers_thresh=-1.0, **FAST)
@@ -152,8 +150,7 @@ def test_outlier_images_get_an_empty_mask(tiny_backbone: DinoBackbone,
                   remove_outliers=True, outliers_thresh=1.01, **FAST)
 
 
-def test_parts_cover_the_object_with_one_palette_across_images(tiny_backbone: DinoBackbone,
-                                                               scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def test_parts_cover_the_object_with_one_palette_across_images(tiny_backbone: DinoBackbone, scenes: Scenes) -> None:
     images, truths = [s[0] for s in scenes], [s[1] for s in scenes]
     result = part_cosegment(tiny_backbone, images, "cpu", 2, CONFIG, elbow=0.9, seed=0, **FAST)
     assert result.num_parts == 2
@@ -168,8 +165,7 @@ def test_parts_cover_the_object_with_one_palette_across_images(tiny_backbone: Di
         part_cosegment(tiny_backbone, images, "cpu", 10_000, CONFIG, elbow=0.9, **FAST)
 
 
-def test_an_image_corresponds_to_itself_point_for_point(tiny_backbone: DinoBackbone,
-                                                        scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def test_an_image_corresponds_to_itself_point_for_point(tiny_backbone: DinoBackbone, scenes: Scenes) -> None:
     """Against itself every token's best buddy is itself (similarity 1), whatever the weights."""
     image = scenes[0][0]
     config = DescriptorConfig(load_size=96, block=0, stride=8, bin=True)
@@ -184,8 +180,7 @@ def test_an_image_corresponds_to_itself_point_for_point(tiny_backbone: DinoBackb
     assert [e["index"] for e in entries] == list(range(1, 7)) and entries[0]["a"] == entries[0]["b"]
 
 
-def test_pca_colours_every_image_at_its_size(tiny_backbone: DinoBackbone,
-                                             scenes: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def test_pca_colours_every_image_at_its_size(tiny_backbone: DinoBackbone, scenes: Scenes) -> None:
     images = [s[0] for s in scenes]
     pictures = pca_images(tiny_backbone, images, "cpu", DescriptorConfig(load_size=64, stride=8))
     assert [tuple(p.shape) for p in pictures] == [(3, 96, 96), (3, 80, 112)]
