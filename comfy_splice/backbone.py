@@ -84,6 +84,27 @@ class Features:
     keys: Tensor
 
 
+FACETS = ("key", "query", "value", "token")
+"""What one token can be described by: the attention's key, query or value (heads concatenated,
+head-major) or the block's output token."""
+
+
+@dataclass
+class DenseFeatures:
+    """Everything one forward gives for dense descriptors (Amir et al.).
+
+    ``facets[(block, facet)]`` is [B, 1 + rows * cols, C] with the CLS token first, the patch
+    tokens in row-major order of the ``grid``. ``cls_attention`` is the last block's attention
+    of the CLS query over the patch tokens, [B, heads, rows * cols] (None unless asked for).
+    ``stride`` is the patch-embedding stride the grid was made with.
+    """
+
+    facets: dict[tuple[int, str], Tensor]
+    grid: tuple[int, int]
+    stride: int
+    cls_attention: Tensor | None = None
+
+
 def self_similarity(keys: Tensor, eps: float = 1e-8) -> Tensor:
     """Cosine self-similarity of the token keys, [B, T, C] -> [B, T, T] (the structure descriptor).
 
@@ -230,6 +251,69 @@ class DinoBackbone(nn.Module):
                 out[index] = Features(cls=x[:, 0], keys=keys)
         out[wanted[-1]] = self._last_block(self.vit.blocks[wanted[-1]], x)
         return out
+
+    def check_stride(self, stride: int | None) -> int:
+        """The patch-embedding stride to use: ``None`` is the model's own (its patch size)."""
+        if stride is None:
+            return self.patch_size
+        stride = int(stride)
+        if not 1 <= stride <= self.patch_size or self.patch_size % stride:
+            divisors = [d for d in range(1, self.patch_size + 1) if self.patch_size % d == 0]
+            raise ValueError(f"stride {stride} does not divide the {self.patch_size}px patch of "
+                             f"{self.name}; use one of {divisors}.")
+        return stride
+
+    def descriptors(self, images: Tensor, blocks: Iterable[int] = (-1,),
+                    facets: Iterable[str] = ("key",), stride: int | None = None,
+                    saliency: bool = False) -> DenseFeatures:
+        """One forward of normalised [B, 3, H, W] images -> every facet of every requested block.
+
+        ``stride`` below the patch size gives a denser token grid (stride 4 on a patch-8 ViT:
+        twice the tokens per side). The patch embedding then runs as a functional convolution
+        with the module's own weights, so the module is never changed: training, which calls
+        :meth:`features`, always sees the model's own stride. Position embeddings are
+        interpolated to the new grid by :meth:`_position_embedding` (DINO's rule).
+        ``saliency`` also runs the last block's attention for the CLS query (cheap: one query
+        row) and returns it; the forward stops after the deepest block it needs.
+        """
+        facets = tuple(dict.fromkeys(facets))
+        unknown = [f for f in facets if f not in FACETS]
+        if unknown:
+            raise ValueError(f"unknown facet {unknown[0]!r}; use one of {', '.join(FACETS)}")
+        wanted = sorted({self.resolve_layer(i) for i in blocks})
+        stride = self.check_stride(stride)
+        proj = self.vit.patch_embed.proj
+        if images.shape[-2] < self.patch_size or images.shape[-1] < self.patch_size:
+            raise ValueError(f"a {images.shape[-2]}x{images.shape[-1]} input is smaller than one "
+                             f"{self.patch_size}px ViT patch")
+        x = F.conv2d(images, proj.weight, proj.bias, stride=stride)
+        rows, cols = int(x.shape[-2]), int(x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        cls = self.vit.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
+        x = torch.cat((cls, x), dim=1) + self._position_embedding(rows, cols).to(x.dtype)
+        last = self.depth - 1 if saliency else wanted[-1]
+        out: dict[tuple[int, str], Tensor] = {}
+        attention: Tensor | None = None
+        for index, block in enumerate(self.vit.blocks[: last + 1]):
+            b, t, c = x.shape
+            q, k, v, keys = self._qkv(block, x)
+            if index in wanted:
+                for facet in facets:
+                    if facet == "key":
+                        out[(index, facet)] = keys
+                    elif facet in ("query", "value"):
+                        out[(index, facet)] = (q if facet == "query" else v).transpose(1, 2).reshape(b, t, c)
+            if saliency and index == self.depth - 1:
+                scores = (q[:, :, :1] * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+                attention = scores.float().softmax(dim=-1)[:, :, 0, 1:]
+            needs_output = index < last or (index in wanted and "token" in facets)
+            if needs_output:
+                a = F.scaled_dot_product_attention(q, k, v)
+                x = x + block.attn.proj(a.transpose(1, 2).reshape(b, t, c))
+                x = x + block.mlp(block.norm2(x))
+                if index in wanted and "token" in facets:
+                    out[(index, "token")] = x
+        return DenseFeatures(facets=out, grid=(rows, cols), stride=stride, cls_attention=attention)
 
 
 def extract(backbone: DinoBackbone, images: Tensor, layer: int = -1, short_side: int = 224,

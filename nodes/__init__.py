@@ -10,11 +10,13 @@ from __future__ import annotations
 from .analysis import SpliceMetrics, SpliceVisualizeStructure
 from .api import ComfyExtension, io
 from .apply import SpliceApply
+from .descriptors import NODES as DESCRIPTOR_NODES
 from .dino import SpliceLoadDINO
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .keyframes import SpliceSelectKeyframes
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
 from .paths import register_folders
+from .regions import NODES as REGION_NODES
 from .train import SpliceTrainGenerator
 
 NODES: tuple[type[io.ComfyNode], ...] = (
@@ -28,6 +30,8 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     SpliceVisualizeStructure,
     SpliceMetrics,
     SpliceSelectKeyframes,
+    *DESCRIPTOR_NODES,
+    *REGION_NODES,
 )
 
 

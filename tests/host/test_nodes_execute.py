@@ -38,6 +38,17 @@ CONTRACT_INPUTS = {
     "SpliceVisualizeStructure": ["dino", "image", "block"],
     "SpliceMetrics": ["dino", "output", "structure", "appearance"],
     "SpliceSelectKeyframes": ["images", "every_nth"],
+    "SpliceDinoCosegmentation": ["dino", "images", "load_size", "block", "facet", "stride", "bin", "elbow",
+                                 "thresh", "votes_percentage", "sample_interval", "low_res_saliency",
+                                 "remove_outliers", "outliers_thresh", "seed"],
+    "SpliceDinoPartCosegmentation": ["dino", "images", "num_parts", "part", "load_size", "block", "facet",
+                                     "stride", "bin", "elbow", "thresh", "votes_percentage",
+                                     "sample_interval", "low_res_saliency", "seed"],
+    "SpliceDinoCorrespondences": ["dino", "image_a", "image_b", "num_pairs", "load_size", "block", "facet",
+                                  "stride", "bin", "thresh", "seed"],
+    "SpliceDinoFeaturesPCA": ["dino", "images", "load_size", "block", "facet", "stride", "bin"],
+    "SpliceCropToMask": ["image", "mask", "margin"],
+    "SpliceCompositeInMask": ["base", "overlay", "mask", "feather"],
 }
 
 
@@ -161,7 +172,7 @@ def test_entrypoint_lists_the_contract_nodes_with_tooltips(comfy: Comfy) -> None
     assert not hasattr(comfy.pack, "NODE_CLASS_MAPPINGS")  # it would make ComfyUI skip comfy_entrypoint
     for node_id, cls in comfy.nodes.items():
         info = cls.GET_NODE_INFO_V1()
-        assert info["category"] == "image/splice"
+        assert info["category"] in ("image/splice", "image/splice/descriptors")
         assert len(info["description"]) > 40, node_id
         assert info["input_order"]["required"] == CONTRACT_INPUTS[node_id]
         for name, (_, options) in info["input"]["required"].items():

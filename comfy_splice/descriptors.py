@@ -1,0 +1,302 @@
+"""Dense DINO-ViT descriptors (Amir, Gandelsman, Bagon, Dekel, "Deep ViT Features as Dense Visual
+Descriptors", 2022): extraction, log-binning, saliency, and mapping token grids back to pixels.
+
+A descriptor is one facet (key by default) of one block for every patch token, optionally from a
+denser token grid (a patch-embedding stride smaller than the patch) and optionally log-binned
+over 3^k neighbourhoods. Saliency is the CLS token's attention in the last block. Everything
+comes out of :meth:`DinoBackbone.descriptors` (one forward per image); this module prepares the
+images, binning and normalisation, and checks the memory a job needs before it starts.
+
+Images are handled one at a time: the applications accept images of different sizes, and the
+attention of one image at stride 4 is already the largest tensor of the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .backbone import FACETS, DinoBackbone, _imagenet_stats, dino_input_size
+
+log = logging.getLogger(__name__)
+
+VITS8_SALIENCY_HEADS = (0, 2, 4, 5)
+"""The heads the paper's code averages for ViT-S/8 saliency (the only model it supports there)."""
+
+
+class DescriptorMemoryError(ValueError):
+    """A descriptor job would not fit in memory; the message names the options to lower."""
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    """Which descriptors to extract. Defaults are those of the paper's co-segmentation code."""
+
+    load_size: int = 224
+    block: int = -1  # the last block: 11 of the 12 of every official DINO ViT, as in the paper
+    facet: str = "key"
+    stride: int = 4
+    bin: bool = False
+    hierarchy: int = 2
+
+
+@dataclass
+class ImageDescriptors:
+    """Descriptors of one image.
+
+    ``descriptors`` [N, D] (N = rows * cols patch tokens, row-major); ``saliency`` [N] in [0, 1]
+    or None; ``cls`` the CLS token's facet [C] or None; ``input_size`` the size the image was
+    resized to for the ViT, ``image_size`` its own size; ``patch`` and ``stride`` place token
+    (i, j) at pixel centre (i * stride + (patch - 1) / 2, j * ...) of the resized image.
+    """
+
+    descriptors: Tensor
+    grid: tuple[int, int]
+    saliency: Tensor | None
+    cls: Tensor | None
+    input_size: tuple[int, int]
+    image_size: tuple[int, int]
+    patch: int
+    stride: int
+
+
+def check_config(backbone: DinoBackbone, config: DescriptorConfig) -> int:
+    """Validate a configuration for this backbone; returns the resolved block index.
+
+    A stride equal to or above the patch size means "the model's own stride"; a stride that
+    does not divide the patch is refused with the valid choices.
+    """
+    if config.facet not in FACETS:
+        raise ValueError(f"facet {config.facet!r} is not one of {', '.join(FACETS)}")
+    if config.load_size < backbone.patch_size:
+        raise ValueError(f"load size {config.load_size} is smaller than one {backbone.patch_size}px patch")
+    if config.bin and config.hierarchy < 1:
+        raise ValueError("log-binning needs a hierarchy of at least 1")
+    backbone.check_stride(effective_stride(backbone, config.stride))
+    return backbone.resolve_layer(config.block)
+
+
+def effective_stride(backbone: DinoBackbone, stride: int) -> int:
+    """``stride`` when it is below the patch size, else the patch size (the model's own grid)."""
+    return backbone.patch_size if stride >= backbone.patch_size else int(stride)
+
+
+def grid_shape(size: tuple[int, int], patch: int, stride: int) -> tuple[int, int]:
+    """Tokens per side of a strided patch embedding of an image of ``size`` (H, W)."""
+    return 1 + (size[0] - patch) // stride, 1 + (size[1] - patch) // stride
+
+
+def prepare_image(image: Tensor, load_size: int | None) -> Tensor:
+    """[1, 3, H, W] in [0, 1] -> resized so the short side is ``load_size``, ImageNet-normalised.
+
+    The paper's code resizes with PIL's Lanczos filter; antialiased bicubic is the closest
+    resampling torch offers on every device.
+    """
+    height, width = image.shape[-2:]
+    if load_size is not None:
+        size = dino_input_size(height, width, load_size, None)
+        if size != (height, width):
+            image = F.interpolate(image, size=size, mode="bicubic", align_corners=False,
+                                  antialias=True).clamp(0, 1)
+    mean, std = _imagenet_stats(image.device, image.dtype)
+    return (image - mean) / std
+
+
+def log_bin(grid: Tensor, hierarchy: int = 2) -> Tensor:
+    """Log-binned descriptors of a token grid [B, C, rows, cols] -> [B, C * (1 + 8 * hierarchy), rows, cols].
+
+    Level k averages 3^k x 3^k windows (borders average only the tokens inside the grid) and
+    samples them at the 3 x 3 offsets -3^k, 0, +3^k around each token; level 0 keeps all nine,
+    the others skip the centre (it is inside level 0's neighbourhood). Offsets that fall outside
+    the grid read the nearest border window, as in the paper's code. Bins are ordered level by
+    level, row by row, and each bin holds all C channels.
+    """
+    if hierarchy < 1:
+        raise ValueError("hierarchy must be at least 1")
+    rows, cols = grid.shape[-2:]
+    bins = []
+    for level in range(hierarchy):
+        size = 3 ** level
+        pooled = F.avg_pool2d(grid, size, stride=1, padding=size // 2, count_include_pad=False)
+        # Clamp-to-border reads: pad by replication, then slice the shifted windows.
+        padded = F.pad(pooled, (size, size, size, size), mode="replicate")
+        for dy in (-size, 0, size):
+            for dx in (-size, 0, size):
+                if level and dy == 0 and dx == 0:
+                    continue
+                bins.append(padded[..., size + dy: size + dy + rows, size + dx: size + dx + cols])
+    return torch.cat(bins, dim=1)
+
+
+def saliency_heads(backbone: DinoBackbone) -> list[int]:
+    """The heads averaged for saliency.
+
+    The paper's code picked heads 0, 2, 4 and 5 of DINO ViT-S/8 by inspection and supports no
+    other model; for every other model (and for weights not recognised as ViT-S/8) all heads
+    are averaged, which is DINO's own way of showing CLS attention.
+    """
+    if backbone.name == "dino_vits8" and backbone.num_heads == 6:
+        return list(VITS8_SALIENCY_HEADS)
+    return list(range(backbone.num_heads))
+
+
+def normalise_saliency(attention: Tensor, heads: Sequence[int]) -> Tensor:
+    """CLS attention [B, heads, N] -> the mean over ``heads``, min-max normalised per image to [0, 1].
+
+    A constant map (no contrast at all) becomes all zeros rather than NaN.
+    """
+    mean = attention[:, list(heads)].float().mean(dim=1)
+    low = mean.amin(dim=1, keepdim=True)
+    span = mean.amax(dim=1, keepdim=True) - low
+    return (mean - low) / torch.where(span > 0, span, torch.ones_like(span))
+
+
+def estimate_bytes(backbone: DinoBackbone, sizes: Sequence[tuple[int, int]], config: DescriptorConfig,
+                   bytes_per_value: int = 4) -> int:
+    """A generous estimate of the peak memory of extracting and clustering descriptors.
+
+    Per image in flight: the token activations of a block (qkv, MLP: ~10 x T x C) and the
+    attention scores if the attention kernel materialises them (heads x T^2). Kept for all
+    images: the descriptors (x 17 when binned) plus their normalised copy.
+    """
+    stride = effective_stride(backbone, config.stride)
+    bins = 1 + 8 * config.hierarchy if config.bin else 1
+    peak_image, kept = 0, 0
+    for height, width in sizes:
+        rows, cols = grid_shape(dino_input_size(height, width, config.load_size, None),
+                                backbone.patch_size, stride)
+        tokens = rows * cols + 1
+        in_flight = backbone.num_heads * tokens * tokens + 10 * tokens * backbone.embed_dim
+        peak_image = max(peak_image, in_flight)
+        kept += 2 * tokens * backbone.embed_dim * bins
+    return (peak_image + kept) * bytes_per_value
+
+
+def check_memory(backbone: DinoBackbone, sizes: Sequence[tuple[int, int]], config: DescriptorConfig,
+                 memory_limit: int | None) -> None:
+    """Refuse a job whose estimate exceeds ``memory_limit`` bytes, naming what to lower."""
+    if memory_limit is None:
+        return
+    need = estimate_bytes(backbone, sizes, config)
+    if need > memory_limit:
+        stride = effective_stride(backbone, config.stride)
+        raise DescriptorMemoryError(
+            f"{len(sizes)} image(s) at load size {config.load_size} with stride {stride} need about "
+            f"{need / 2**30:.2f} GiB, but only {memory_limit / 2**30:.2f} GiB are free. Lower "
+            f"'load_size' (e.g. {max(backbone.patch_size, config.load_size // 2)}), raise 'stride' "
+            f"(up to {backbone.patch_size}, the model's own), turn 'bin' off, or give fewer images.")
+
+
+def extract(backbone: DinoBackbone, images: Sequence[Tensor], config: DescriptorConfig,
+            device: torch.device | str, saliency: bool = False, low_res_saliency: bool = True,
+            with_cls: bool = False, memory_limit: int | None = None,
+            on_image: Callable[[int, int], None] | None = None) -> list[ImageDescriptors]:
+    """Descriptors (and optionally saliency) of each image ([1, 3, H, W] or [3, H, W] in [0, 1]).
+
+    One forward per image gives the facet and, when ``low_res_saliency`` is off, the saliency.
+    With ``low_res_saliency`` (the paper code's default) saliency comes from a second, cheap
+    forward at half the load size with the model's own stride, resized (nearest) to the
+    descriptor grid: the attention of a stride-4 grid is the largest tensor of the job.
+    ``on_image(done, total)`` is called after each image (progress, and a chance to cancel).
+    """
+    block = check_config(backbone, config)
+    stride = effective_stride(backbone, config.stride)
+    images = [im if im.ndim == 4 else im[None] for im in images]
+    check_memory(backbone, [(int(im.shape[-2]), int(im.shape[-1])) for im in images], config, memory_limit)
+    heads = saliency_heads(backbone)
+    results: list[ImageDescriptors] = []
+    with torch.no_grad():
+        for image in images:
+            image = image.to(device=device, dtype=torch.float32)
+            batch = prepare_image(image, config.load_size)
+            in_forward = saliency and not low_res_saliency
+            dense = backbone.descriptors(batch, (block,), (config.facet,), stride, saliency=in_forward)
+            tokens = dense.facets[(block, config.facet)][0].float()
+            rows, cols = dense.grid
+            cls, patches = tokens[0], tokens[1:]
+            if config.bin:
+                grid = patches.T.reshape(1, -1, rows, cols)
+                patches = log_bin(grid, config.hierarchy)[0].flatten(1).T
+            sal = None
+            if saliency:
+                if in_forward:
+                    assert dense.cls_attention is not None
+                    sal = normalise_saliency(dense.cls_attention, heads)[0]
+                else:
+                    sal = _low_res_saliency(backbone, image, batch.shape[-2:], (rows, cols), heads, device)
+            results.append(ImageDescriptors(
+                descriptors=patches.contiguous(), grid=(rows, cols), saliency=sal,
+                cls=cls if with_cls else None, input_size=(int(batch.shape[-2]), int(batch.shape[-1])),
+                image_size=(int(image.shape[-2]), int(image.shape[-1])), patch=backbone.patch_size,
+                stride=stride))
+            if on_image is not None:
+                on_image(len(results), len(images))
+    return results
+
+
+def _low_res_saliency(backbone: DinoBackbone, image: Tensor, load: tuple[int, int],
+                      grid: tuple[int, int], heads: Sequence[int], device: torch.device | str) -> Tensor:
+    """Saliency at half the load size and the model's own stride, resized (nearest) to ``grid``."""
+    half = (max(backbone.patch_size, load[0] // 2), max(backbone.patch_size, load[1] // 2))
+    small = F.interpolate(image, size=half, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+    mean, std = _imagenet_stats(small.device, small.dtype)
+    dense = backbone.descriptors((small - mean) / std, (-1,), ("key",), None, saliency=True)
+    assert dense.cls_attention is not None
+    sal = normalise_saliency(dense.cls_attention, heads)[0].reshape(1, 1, *dense.grid)
+    return F.interpolate(sal, size=grid, mode="nearest")[0, 0].flatten()
+
+
+def grid_to_image(values: Tensor, info: ImageDescriptors, mode: str = "bilinear") -> Tensor:
+    """Token-grid values [C, rows, cols] -> [C, H, W] at the image's own resolution.
+
+    Each token sits at the centre of its patch in the resized image (patch and stride known),
+    and each output pixel samples the grid at its own position mapped into that frame, so maps
+    line up with the image however the stride, load size and aspect ratio combine. Pixels
+    outside the outermost token centres take the border token's value.
+    """
+    height, width = info.image_size
+    rows, cols = info.grid
+    device = values.device
+    coords = []
+    for size, load, count in ((height, info.input_size[0], rows), (width, info.input_size[1], cols)):
+        pixel = (torch.arange(size, device=device, dtype=torch.float32) + 0.5) * load / size - 0.5
+        position = (pixel - (info.patch - 1) / 2) / info.stride
+        coords.append(2 * position / (count - 1) - 1 if count > 1 else torch.zeros_like(position))
+    ys, xs = torch.meshgrid(coords[0], coords[1], indexing="ij")
+    sample_grid = torch.stack((xs, ys), dim=-1)[None]
+    out = F.grid_sample(values[None].float(), sample_grid, mode=mode, padding_mode="border",
+                        align_corners=True)
+    return out[0]
+
+
+def l2_normalise(x: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rows scaled to unit length (what the paper's code clusters)."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+
+
+def token_centres(info: ImageDescriptors, indices: Tensor) -> Tensor:
+    """Flat token indices -> (x, y) pixel coordinates of the token centres in the original image."""
+    rows, cols = info.grid
+    ys = (indices // cols).float() * info.stride + (info.patch - 1) / 2
+    xs = (indices % cols).float() * info.stride + (info.patch - 1) / 2
+    scale_y = info.image_size[0] / info.input_size[0]
+    scale_x = info.image_size[1] / info.input_size[1]
+    return torch.stack(((xs + 0.5) * scale_x - 0.5, (ys + 0.5) * scale_y - 0.5), dim=-1)
+
+
+def tokens_per_image(backbone: DinoBackbone, size: tuple[int, int], config: DescriptorConfig) -> int:
+    """How many patch tokens an image of ``size`` gets under ``config`` (for messages and benches)."""
+    rows, cols = grid_shape(dino_input_size(size[0], size[1], config.load_size, None),
+                            backbone.patch_size, effective_stride(backbone, config.stride))
+    return rows * cols
+
+
+__all__ = ["DescriptorConfig", "DescriptorMemoryError", "ImageDescriptors", "check_config", "check_memory",
+           "effective_stride", "estimate_bytes", "extract", "grid_shape", "grid_to_image", "l2_normalise",
+           "log_bin", "normalise_saliency", "prepare_image", "saliency_heads", "token_centres",
+           "tokens_per_image"]

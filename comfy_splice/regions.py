@@ -1,0 +1,94 @@
+"""Region-aware Splice: take the appearance from a region of B, put the result into a region of A.
+
+Two small operations on images and masks (e.g. co-segmentation masks):
+- :func:`crop_to_mask` crops images to the bounding box of their masks (plus a margin), so the
+  appearance loss sees the object of B rather than the whole picture. The CLS token Splice
+  matches describes the whole crop, so the crop is the honest way to restrict it: masking pixels
+  out would make the blanked area part of the appearance.
+- :func:`composite_in_mask` replaces a base image by an overlay inside a mask, with the mask's
+  edge feathered (Gaussian), at the base image's full resolution.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _check_masks(images: Tensor, masks: Tensor, what: str) -> Tensor:
+    """Masks [M, H, W] matching images [B, 3, H, W] in size, and one mask or one per image."""
+    if masks.ndim == 2:
+        masks = masks[None]
+    if masks.ndim != 3:
+        raise ValueError(f"{what}: expected a MASK of shape [batch, height, width], got {tuple(masks.shape)}.")
+    if tuple(masks.shape[-2:]) != tuple(images.shape[-2:]):
+        raise ValueError(
+            f"{what}: the mask is {masks.shape[-1]}x{masks.shape[-2]} but the image is "
+            f"{images.shape[-1]}x{images.shape[-2]}. Use the mask made from this image (e.g. the "
+            f"co-segmentation of the same image), or resize the mask to the image first.")
+    if masks.shape[0] not in (1, images.shape[0]):
+        raise ValueError(f"{what}: {masks.shape[0]} masks for {images.shape[0]} images; give one mask, or one "
+                         f"per image.")
+    return masks.float()
+
+
+def mask_box(masks: Tensor, margin: float = 0.0, threshold: float = 0.5) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), bottom/right exclusive: the box around every pixel above
+    ``threshold`` in any of the masks [M, H, W], grown by ``margin`` x its size on each side and
+    clipped to the image. An empty mask is refused."""
+    on = masks > threshold
+    if not bool(on.any()):
+        raise ValueError("the mask is empty (no pixel above 0.5): there is no region to use. Check the mask "
+                         "(e.g. lower the co-segmentation's 'thresh' or 'votes_percentage').")
+    rows = on.any(dim=0).any(dim=1).nonzero().flatten()
+    cols = on.any(dim=0).any(dim=0).nonzero().flatten()
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    grow_y, grow_x = math.ceil(margin * (bottom - top)), math.ceil(margin * (right - left))
+    height, width = masks.shape[-2:]
+    return max(0, top - grow_y), min(height, bottom + grow_y), max(0, left - grow_x), min(width, right + grow_x)
+
+
+def crop_to_mask(images: Tensor, masks: Tensor, margin: float = 0.05) -> Tensor:
+    """Crop images [B, 3, H, W] to the bounding box of their masks (one box for the whole batch,
+    the union, so the batch keeps one size), grown by ``margin`` of the box's size per side."""
+    masks = _check_masks(images, masks, "crop to mask")
+    top, bottom, left, right = mask_box(masks, margin)
+    return images[..., top:bottom, left:right]
+
+
+def feather_mask(masks: Tensor, feather: float) -> Tensor:
+    """Soften masks [M, H, W] with a Gaussian of sigma ``feather`` / 2 (``feather`` in pixels,
+    0 = hard edge), so a composite has no seam."""
+    if feather <= 0:
+        return masks
+    sigma = feather / 2
+    radius = max(1, math.ceil(3 * sigma))
+    taps = torch.arange(-radius, radius + 1, dtype=torch.float32, device=masks.device)
+    kernel = torch.exp(-(taps ** 2) / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    x = masks[:, None]
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return x[:, 0].clamp(0, 1)
+
+
+def composite_in_mask(base: Tensor, overlay: Tensor, masks: Tensor, feather: float = 8.0) -> Tensor:
+    """``overlay`` inside the (feathered) mask, ``base`` outside; [B, 3, H, W] at the base's size.
+
+    The overlay must have the base's size (Splice Output returns the structure image's full
+    resolution) and may be one image for all, or one per base image.
+    """
+    if tuple(overlay.shape[-2:]) != tuple(base.shape[-2:]):
+        raise ValueError(f"composite: the overlay is {overlay.shape[-1]}x{overlay.shape[-2]} but the base image "
+                         f"is {base.shape[-1]}x{base.shape[-2]}; give the Splice output of this base image "
+                         f"(it has the structure image's size).")
+    if overlay.shape[0] not in (1, base.shape[0]):
+        raise ValueError(f"composite: {overlay.shape[0]} overlay images for {base.shape[0]} base images; give "
+                         f"one, or one per base image.")
+    masks = _check_masks(base, masks, "composite")
+    mask_box(masks)  # refuses an empty mask: the composite would silently change nothing
+    alpha = feather_mask(masks, feather)[:, None]
+    return base * (1 - alpha) + overlay * alpha

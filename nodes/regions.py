@@ -1,0 +1,86 @@
+"""Region-aware Splice with masks (e.g. from DINO Co-segmentation): Crop to Mask, Composite in Mask.
+
+"Change the look of the object, keep the background": co-segment A and B, crop B to its object
+for 'Train Generator (Splice)', and put the Splice output back into A inside A's object mask.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..comfy_splice.regions import composite_in_mask, crop_to_mask
+from . import host
+from .api import io
+
+CATEGORY = "image/splice"
+
+
+def _masks(mask: object, name: str) -> Tensor:
+    if not isinstance(mask, Tensor) or mask.ndim not in (2, 3):
+        raise ValueError(f"{name}: connect a MASK (e.g. from 'DINO Co-segmentation (Splice)').")
+    return mask.float() if mask.ndim == 3 else mask[None].float()
+
+
+class SpliceCropToMask(io.ComfyNode):
+    """The appearance region of B: B cropped to its mask's bounding box."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceCropToMask",
+            display_name="Crop to Mask (Splice)",
+            category=CATEGORY,
+            description=(
+                "Crops images to the bounding box of a mask (plus a margin), e.g. the appearance "
+                "image B to its co-segmented object, so Splice takes the look of that object only. "
+                "A batch is cropped to one box around all its masks, so it keeps one size."),
+            inputs=[
+                io.Image.Input("image", tooltip="Image(s) to crop, e.g. the appearance image B."),
+                io.Mask.Input("mask", tooltip="Mask of the region to keep, at the image's size (one, or "
+                                              "one per image)."),
+                io.Float.Input("margin", default=0.05, min=0.0, max=1.0, step=0.01,
+                               tooltip="Grow the box by this fraction of its size on every side."),
+            ],
+            outputs=[io.Image.Output("image_out", display_name="image",
+                                     tooltip="The crop (connect it to Train Generator's 'appearance').")],
+        )
+
+    @classmethod
+    def execute(cls, image: Tensor, mask: object, margin: float = 0.05) -> io.NodeOutput:
+        images = host.image_to_core(image, "image")
+        return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, _masks(mask, "mask"), margin)))
+
+
+class SpliceCompositeInMask(io.ComfyNode):
+    """The Splice output inside A's mask, A everywhere else, with a feathered edge."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SpliceCompositeInMask",
+            display_name="Composite in Mask (Splice)",
+            category=CATEGORY,
+            description=(
+                "Replaces the base image by the overlay only inside the mask, feathered, at full "
+                "resolution: e.g. the Splice output of A inside A's co-segmented object, so the "
+                "background of A stays untouched."),
+            inputs=[
+                io.Image.Input("base", tooltip="The image kept outside the mask, e.g. the structure image A."),
+                io.Image.Input("overlay", tooltip="The image used inside the mask, same size as base (e.g. "
+                                                  "Splice Output of A)."),
+                io.Mask.Input("mask", tooltip="Where the overlay goes, at the base's size (one, or one per image)."),
+                io.Int.Input("feather", default=8, min=0, max=256,
+                             tooltip="Soften the mask's edge over about this many pixels (0 = hard edge)."),
+            ],
+            outputs=[io.Image.Output("image", display_name="image", tooltip="The composite, at the base's size.")],
+        )
+
+    @classmethod
+    def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
+        bottom = host.image_to_core(base, "base")
+        top = host.image_to_core(overlay, "overlay")
+        out = composite_in_mask(bottom, top, _masks(mask, "mask"), float(feather))
+        return io.NodeOutput(host.image_to_comfy(out))
+
+
+NODES = (SpliceCropToMask, SpliceCompositeInMask)
