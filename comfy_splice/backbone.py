@@ -337,7 +337,7 @@ def _read_file(path: Path, lazy: bool = False) -> object:
             try:
                 tensors, _ = read_safetensors_header(path, MAX_HEADER_BYTES)
             except ValueError as exc:
-                raise _fail(path, str(exc)) from None
+                raise _fail(path, str(exc).rstrip(".")) from None
             return {name: torch.empty(info.shape, dtype=info.dtype, device="meta")
                     for name, info in tensors.items()}
         from safetensors.torch import load_file
@@ -375,7 +375,7 @@ def _block_indices(state: Mapping[str, Tensor], path: Path) -> dict[int, dict[st
             if name not in block:
                 raise _fail(path, f"block {index} has no {short(name)}, which block 0 has")
             if block[name].shape != tensor.shape:
-                raise _fail(path, f"blocks.{index}.{short(name, 40)} has shape "
+                raise _fail(path, f"{short_text(f'blocks.{index}.{name}', 80)} has shape "
                                   f"{tuple(block[name].shape)} but block 0's is {tuple(tensor.shape)}")
         extra = [name for name in block if name not in reference]
         if extra:

@@ -151,11 +151,13 @@ def load_generator(path: str | os.PathLike) -> TrainedGenerator:
     try:
         tensors, metadata = read_safetensors_header(path, MAX_HEADER_BYTES)
     except ValueError as exc:
-        raise ValueError(f"{path} is not a readable .safetensors file: {exc}. {HINT}") from None
+        raise ValueError(f"{path} is not a readable .safetensors file: {str(exc).rstrip('.')}. "
+                         f"{HINT}") from None
     try:
         parsed = check_generator_file(tensors, metadata)
     except ValueError as exc:
-        raise ValueError(f"{path.name} cannot be loaded as a Splice generator: {exc}. {HINT}") from None
+        raise ValueError(f"{path.name} cannot be loaded as a Splice generator: "
+                         f"{str(exc).rstrip('.')}. {HINT}") from None
     try:
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:

@@ -131,7 +131,8 @@ def check_value(value: object, hint: Any, where: str) -> None:
                 check_value(value, arm, where)
                 return
             except ValueError as exc:
-                errors.append(str(exc))
+                if arm is not type(None):
+                    errors.append(str(exc))
         raise ValueError(errors[0] if len(errors) == 1 else
                          f"{where} is {json_type(value)} {short(value)}, which fits none of its "
                          f"allowed types.")
@@ -261,5 +262,6 @@ def read_safetensors_header(path: str | os.PathLike, max_header_bytes: int
                                      f"{short(view.get_dtype())}")
                 tensors[name] = TensorInfo(tuple(int(n) for n in view.get_shape()), dtype)
     except (SafetensorError, OSError) as exc:
-        raise ValueError(f"its header is damaged ({short_text(exc, 200)})") from None
+        raise ValueError(f"its header is damaged or the file is truncated "
+                         f"({short_text(exc, 200)})") from None
     return tensors, metadata
