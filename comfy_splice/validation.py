@@ -65,6 +65,21 @@ def json_type(value: object) -> str:
     return type(value).__name__
 
 
+def check_finite_image(image: torch.Tensor, name: str) -> None:
+    """Refuse images that hold NaN or infinite values, naming the input.
+
+    One reduction pass (min and max propagate NaN and show infinities), so even a long batch of
+    video frames needs no full-size temporary.
+    """
+    if image.numel() == 0 or not image.is_floating_point():
+        return
+    low, high = torch.aminmax(image.detach())
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
+        raise ValueError(f"{name}: the image holds NaN or infinite values (an upstream node "
+                         f"produced invalid pixels). Check the nodes before '{name}'; images "
+                         f"must have values in [0, 1].")
+
+
 # --------------------------------------------------------------------------------------------
 # JSON text
 

@@ -15,12 +15,11 @@ import math
 from typing import Any, Callable, TypeVar
 
 import torch
-from torch import Tensor
 
 import comfy.model_management as mm
 
 from ..comfy_splice.backbone import WeightsError
-from ..comfy_splice.validation import short, short_text
+from ..comfy_splice.validation import check_finite_image, short, short_text
 
 MAX_MESSAGE_CHARS = 2000
 """A message longer than this is cut: the node's error box is not a log."""
@@ -31,6 +30,8 @@ _OWN_ERRORS: tuple[type[Exception], ...] = (WeightsError,)
 _MEMORY_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+__all__ = ["check_choice", "check_finite", "check_finite_image", "readable", "readable_errors"]
 
 
 def _cut(text: str) -> str:
@@ -84,14 +85,3 @@ def check_finite(value: float, name: str) -> float:
     if not math.isfinite(float(value)):
         raise ValueError(f"{name} is {value}; it must be a finite number.")
     return float(value)
-
-
-def check_finite_image(image: Tensor, name: str) -> None:
-    """Refuse an IMAGE that holds NaN or infinite values (one pass, no full-size temporary)."""
-    if image.numel() == 0 or not image.is_floating_point():
-        return
-    low, high = torch.aminmax(image.detach())
-    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
-        raise ValueError(f"{name}: the image holds NaN or infinite values (an upstream node "
-                         f"produced invalid pixels). Check the nodes before '{name}'; images "
-                         f"must have values in [0, 1].")

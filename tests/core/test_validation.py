@@ -23,7 +23,7 @@ from comfy_splice.checkpoint import (MAX_CONFIG_CHARS, load_generator, read_meta
                                      save_generator)
 from comfy_splice.generator import build_generator
 from comfy_splice.train import TrainConfig, TrainedGenerator
-from comfy_splice.validation import check_value, json_depth, parse_json
+from comfy_splice.validation import check_finite_image, check_value, json_depth, parse_json
 
 MAX_MESSAGE = 600
 
@@ -303,3 +303,12 @@ def test_check_value_understands_optional_literal_and_dicts() -> None:
         check_value({"a": float("inf")}, dict[str, float], "x")
     with pytest.raises(ValueError, match="x must be a whole number"):
         check_value(2 ** 70, int, "x")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_images_are_refused(bad: float) -> None:
+    frames = torch.rand(3, 16, 16, 3)
+    check_finite_image(frames, "images")
+    frames[2, 5, 7, 1] = bad
+    with pytest.raises(ValueError, match="images: the image holds NaN or infinite values"):
+        check_finite_image(frames, "images")
