@@ -153,6 +153,9 @@ def load_generator(path: str | os.PathLike) -> TrainedGenerator:
     except ValueError as exc:
         raise ValueError(f"{path} is not a readable .safetensors file: {str(exc).rstrip('.')}. "
                          f"{HINT}") from None
+    if metadata.get("splice_format") != FORMAT:
+        raise ValueError(f"{path} is not a Splice generator (no '{FORMAT}' tag in its metadata). "
+                         f"{HINT}")
     try:
         parsed = check_generator_file(tensors, metadata)
     except ValueError as exc:

@@ -198,7 +198,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                 result = run_generator(trained.generator, a, device, batch_size=1)
         except TrainingDiverged as exc:
             host.release_frames(exc)
-            raise RuntimeError(f"Training diverged: {exc}") from None
+            raise ValueError(f"Training diverged: {exc}") from None
         except BaseException as exc:  # interrupt, OOM, ...: free the run's tensors, then re-raise
             host.release_frames(exc)
             raise
