@@ -6,8 +6,7 @@ import logging
 
 from ..comfy_splice.backbone import (WeightsError, download_weights, load_backbone,
                                      missing_weights_message, official_model)
-from . import paths
-from . import host
+from . import host, paths
 from .api import io
 from .errors import check_choice, readable_errors
 from .types import DinoHandle, SpliceDino
