@@ -25,9 +25,11 @@ def self_similarity_pca(backbone: DinoBackbone, image: Tensor, device: torch.dev
     rows, cols = dino_h // backbone.patch_size, dino_w // backbone.patch_size
     keys = extract(backbone, image.to(device, torch.float32), layer, short_side, None).keys
     sim = self_similarity(keys)[0].float()
+    if not torch.isfinite(sim).all():
+        raise ValueError("the ViT's keys hold NaN or infinite values for this image; check that "
+                         "the image's pixels and the DINO weights are finite")
     centred = sim - sim.mean(dim=0, keepdim=True)
-    _, _, v = torch.linalg.svd(centred, full_matrices=False)
-    components = centred @ v[:3].T  # [T, 3]
+    components = centred @ _principal_axes(centred, 3)  # [T, <=3]
     if components.shape[1] < 3:  # fewer tokens than components: pad with zeros
         components = F.pad(components, (0, 3 - components.shape[1]))
     grid = components[1:].reshape(rows, cols, 3)
@@ -36,3 +38,18 @@ def self_similarity_pca(backbone: DinoBackbone, image: Tensor, device: torch.dev
     picture = grid.permute(2, 0, 1)[None]
     picture = F.interpolate(picture, size=(height, width), mode="bilinear", align_corners=False)
     return picture.clamp(0, 1).cpu()
+
+
+def _principal_axes(centred: Tensor, count: int) -> Tensor:
+    """The ``count`` leading right singular vectors of ``centred``, as columns [C, count].
+
+    LAPACK's SVD can fail to converge on nearly degenerate matrices (a flat image gives one);
+    the eigenvectors of the Gram matrix in float64 are the same axes and always come out.
+    """
+    try:
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        return v[:count].T
+    except torch.linalg.LinAlgError:
+        gram = (centred.T @ centred).double()
+        _, vectors = torch.linalg.eigh(gram)
+        return vectors.flip(-1)[:, :count].to(centred.dtype)

@@ -9,6 +9,7 @@ from ..comfy_splice.metrics import splice_scores
 from ..comfy_splice.visualize import self_similarity_pca
 from . import host
 from .api import io, ui
+from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
 
@@ -47,6 +48,7 @@ class SpliceVisualizeStructure(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Visualize Structure (Splice)")
     def execute(cls, dino: object, image: Tensor, block: int = -1) -> io.NodeOutput:
         handle = check_dino(dino)
         layer = check_block(handle, block)
@@ -98,6 +100,7 @@ class SpliceMetrics(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Splice Metrics")
     def execute(cls, dino: object, output: Tensor, structure: Tensor,
                 appearance: Tensor) -> io.NodeOutput:
         handle = check_dino(dino)

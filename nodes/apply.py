@@ -7,6 +7,7 @@ from torch import Tensor
 
 from . import host
 from .api import io
+from .errors import readable_errors
 from .generators import check_generator, run_generator
 from .types import SpliceGenerator
 
@@ -49,6 +50,7 @@ class SpliceApply(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Splice Output")
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
         trained = check_generator(generator)
         batch = host.image_to_core(images, "images")  # a view of the input, no copy

@@ -6,8 +6,9 @@ import logging
 
 from ..comfy_splice.backbone import (WeightsError, download_weights, load_backbone,
                                      missing_weights_message, official_model)
-from . import paths
+from . import host, paths
 from .api import io
+from .errors import check_choice, readable_errors
 from .types import DinoHandle, SpliceDino
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,13 @@ class SpliceLoadDINO(io.ComfyNode):
         return paths.file_fingerprint(paths.find_dino(model_name))
 
     @classmethod
+    @readable_errors("Load DINO-ViT (Splice)")
     def execute(cls, model_name: str, download_if_missing: bool = False) -> io.NodeOutput:
+        check_choice(model_name, "model_name")
         path = paths.find_dino(model_name)
         if path is None:
             path = _fetch_missing(model_name, download_if_missing)
-        backbone = load_backbone(path)
+        backbone = load_backbone(path, cancel=host.check_interrupt)
         log.info("Splice: loaded DINO-ViT %s from %s", backbone.name, path)
         return io.NodeOutput(DinoHandle(backbone=backbone, file_name=model_name, path=path))
 

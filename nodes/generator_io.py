@@ -18,6 +18,7 @@ from comfy.cli_args import args
 from ..comfy_splice.checkpoint import load_generator, save_generator
 from . import paths
 from .api import io, ui
+from .errors import check_choice, readable_errors
 from .generators import check_generator
 from .types import SpliceGenerator
 
@@ -37,6 +38,15 @@ def _workflow_metadata(prompt: object, extra_pnginfo: object) -> dict[str, str]:
         for key, value in extra_pnginfo.items():
             metadata[str(key)] = json.dumps(value)
     return metadata
+
+
+def _check_inside(output_dir: str, filename_prefix: str) -> None:
+    """The prefix names a place inside the output folder (no '..' or absolute path out of it)."""
+    root = os.path.abspath(output_dir)
+    target = os.path.abspath(os.path.join(root, filename_prefix))
+    if os.path.commonpath((root, target)) != root:
+        raise ValueError(f"filename_prefix {filename_prefix[:80]!r} points outside ComfyUI's output "
+                         f"folder; use a name inside it, such as 'splice/generator'.")
 
 
 class SpliceSaveGenerator(io.ComfyNode):
@@ -69,12 +79,15 @@ class SpliceSaveGenerator(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Save Splice Generator")
     def execute(cls, generator: object, filename_prefix: str = "splice/generator") -> io.NodeOutput:
         trained = check_generator(generator)
+        filename_prefix = check_choice(filename_prefix, "filename_prefix")
         if not filename_prefix.strip():
             raise ValueError("filename_prefix is empty; give the file a name such as "
                              "'splice/generator'.")
         output_dir = folder_paths.get_output_directory()
+        _check_inside(output_dir, filename_prefix)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix,
                                                                                output_dir)
         file_name = f"{name}_{counter:05}_.safetensors"
@@ -124,7 +137,9 @@ class SpliceLoadGenerator(io.ComfyNode):
         return paths.file_fingerprint(paths.find_generator(generator_name))
 
     @classmethod
+    @readable_errors("Load Splice Generator")
     def execute(cls, generator_name: str) -> io.NodeOutput:
+        check_choice(generator_name, "generator_name")
         path = paths.find_generator(generator_name)
         if path is None:
             raise ValueError(f"Splice generator {generator_name!r} is not in "

@@ -24,6 +24,7 @@ import comfy.utils
 from comfy.cli_args import args
 
 from ..comfy_splice.backbone import DinoBackbone
+from .errors import check_finite_image
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def image_to_core(image: Tensor, name: str, clone: bool = False) -> Tensor:
         raise ValueError(f"{name}: expected an RGB image (3 channels), got {channels} channels.")
     if image.shape[0] == 0:
         raise ValueError(f"{name}: the image batch is empty.")
+    check_finite_image(image, name)
     out = image.permute(0, 3, 1, 2).float()
     if clone:
         with torch.inference_mode(False):

@@ -7,6 +7,7 @@ leave the appearance image unchanged) and its weight is a widget of Train Genera
 from __future__ import annotations
 
 from .api import io
+from .errors import check_finite, readable_errors
 from .types import DinoHandle, LossKind, LossSpec, SpliceDino, SpliceLoss, check_block, check_dino
 
 CATEGORY = "image/splice"
@@ -25,7 +26,7 @@ def _block_input(what: str) -> io.Int.Input:
 def _make(kind: LossKind, dino: DinoHandle, weight: float, block: int) -> LossSpec:
     """Check the block index against this backbone now, so the mistake is reported here."""
     check_block(check_dino(dino), block)
-    return LossSpec(kind=kind, weight=float(weight), block=int(block), dino=dino)
+    return LossSpec(kind=kind, weight=check_finite(weight, "weight"), block=int(block), dino=dino)
 
 
 class SpliceStructureLoss(io.ComfyNode):
@@ -57,6 +58,7 @@ class SpliceStructureLoss(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Structure Loss (Splice)")
     def execute(cls, dino: DinoHandle, weight: float = 1.0, block: int = -1) -> io.NodeOutput:
         return io.NodeOutput(_make("structure", dino, weight, block))
 
@@ -89,5 +91,6 @@ class SpliceAppearanceLoss(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Appearance Loss (Splice)")
     def execute(cls, dino: DinoHandle, weight: float = 10.0, block: int = -1) -> io.NodeOutput:
         return io.NodeOutput(_make("appearance", dino, weight, block))

@@ -81,12 +81,16 @@ def generator_options() -> list[str]:
 
 def find_dino(file_name: str) -> str | None:
     """Full path of a DINO weight file, or None when it is in none of the folders."""
+    if not isinstance(file_name, str):
+        return None  # a number sent through the HTTP API: the node's execute says so
     register_folders()
     return folder_paths.get_full_path(DINO_FOLDER, file_name)
 
 
 def find_generator(file_name: str) -> str | None:
     """Full path of a trained generator file, or None."""
+    if not isinstance(file_name, str):
+        return None
     register_folders()
     return folder_paths.get_full_path(GENERATOR_FOLDER, file_name)
 

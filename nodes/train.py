@@ -17,6 +17,7 @@ from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator,
                                   train_generator)
 from . import host
 from .api import io
+from .errors import check_choice, check_finite, readable_errors
 from .generators import run_generator
 from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
 
@@ -148,6 +149,7 @@ class SpliceTrainGenerator(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Train Generator (Splice)")
     def execute(cls, structure: Tensor, appearance: Tensor, structure_loss: LossSpec,
                 appearance_loss: LossSpec, steps: int = 2000, learning_rate: float = 0.002,
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,
@@ -163,7 +165,9 @@ class SpliceTrainGenerator(io.ComfyNode):
         host.check_min_size(b, min_side, "The appearance image", why)
         if steps < 1:
             raise ValueError(f"steps is {steps}; it must be at least 1.")
-        if dtype not in DTYPES:
+        check_finite(learning_rate, "learning_rate")
+        check_finite(identity_weight, "identity_weight")
+        if check_choice(dtype, "dtype") not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
 
         config = TrainConfig(
@@ -196,7 +200,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                 result = run_generator(trained.generator, a, device, batch_size=1)
         except TrainingDiverged as exc:
             host.release_frames(exc)
-            raise RuntimeError(f"Training diverged: {exc}") from None
+            raise ValueError(f"Training diverged: {exc}") from None
         except BaseException as exc:  # interrupt, OOM, ...: free the run's tensors, then re-raise
             host.release_frames(exc)
             raise

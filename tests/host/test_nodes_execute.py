@@ -517,3 +517,31 @@ def test_metrics_report_and_numbers(comfy: Comfy, dino: Any) -> None:
     with pytest.raises(ValueError, match="appearance batch has 2 images and the output 3"):
         comfy.run("SpliceMetrics", dino=dino, output=torch.cat([batch, a]), structure=a,
                   appearance=torch.cat([b, b]))
+
+
+def test_library_errors_become_one_readable_value_error(comfy: Comfy, dino: Any) -> None:
+    errors = comfy.module("nodes.errors")
+    import comfy.model_management as mm
+
+    raw = RuntimeError("linalg.svd: failed to converge\nException raised from svd at frame #0 ...")
+    message = str(errors.readable(raw, "Visualize Structure (Splice)"))
+    assert message.startswith("Visualize Structure (Splice) failed: linalg.svd: failed to converge.")
+    assert "frame #0" not in message and "\n" not in message
+    assert "not enough memory" in str(errors.readable(MemoryError(), "Splice Output"))
+    assert errors.readable(mm.InterruptProcessingException(), "Splice Output") is None
+    assert errors.readable(ValueError("short and ours"), "Splice Output") is None
+    assert len(str(errors.readable(ValueError("x" * 10**6), "Splice Output"))) <= errors.MAX_MESSAGE_CHARS
+
+    @errors.readable_errors("Some Node")
+    def broken() -> None:
+        {}["missing"]
+
+    with pytest.raises(ValueError, match="Some Node failed: 'missing'") as info:
+        broken()
+    assert type(info.value) is ValueError and isinstance(info.value.__cause__, KeyError)
+    # An Inf pixel is refused like a NaN one (the server tests can only send NaN through JSON).
+    image = _image(48, 64)
+    with torch.inference_mode():
+        image[0, 3, 4, 1] = float("inf")
+    with pytest.raises(ValueError, match="image: the image holds NaN or infinite values"):
+        comfy.run("SpliceVisualizeStructure", dino=dino, image=image, block=-1)
