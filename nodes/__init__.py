@@ -14,6 +14,7 @@ from .dino import SpliceLoadDINO
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
 from .paths import register_folders
+from .stop import add_routes
 from .train import SpliceTrainGenerator
 
 NODES: tuple[type[io.ComfyNode], ...] = (
@@ -30,8 +31,10 @@ NODES: tuple[type[io.ComfyNode], ...] = (
 
 
 def node_list() -> list[type[io.ComfyNode]]:
-    """The pack's nodes, after registering its model folders (their schemas list those folders)."""
+    """The pack's nodes, after registering its model folders (their schemas list those folders)
+    and the Stop and keep route (when a ComfyUI server is running)."""
     register_folders()
+    add_routes()
     return list(NODES)
 
 

@@ -50,6 +50,17 @@ class SpliceApply(io.ComfyNode):
         trained = check_generator(generator)
         batch = host.image_to_core(images, "images")
         progress = host.Progress(int(batch.shape[0]))
-        out = run_generator(trained.generator, batch, host.torch_device(), int(batch_size),
-                            on_chunk=progress.step)
+        device = host.torch_device()
+        try:
+            out = run_generator(trained.generator, batch, device, int(batch_size),
+                                on_chunk=progress.step)
+        except Exception as exc:  # out of memory: free this run's tensors, explain, keep serving
+            if not host.is_out_of_memory(exc):
+                raise
+            host.release_frames(exc)
+            host.soft_empty_cache()
+            raise host.out_of_memory(
+                exc, device, f"applying the generator to {int(batch.shape[0])} image(s) of "
+                f"{batch.shape[-1]}x{batch.shape[-2]} in chunks of {int(batch_size)}",
+                "lower batch_size, or use smaller images") from None
         return io.NodeOutput(host.image_to_comfy(out))
