@@ -96,7 +96,9 @@ class SpliceTrainGenerator(io.ComfyNode):
                 "key self-similarity) and takes the appearance image's look (DINO CLS token), as "
                 "in 'Splicing ViT Features for Semantic Appearance Transfer' (CVPR 2022). One "
                 "generator per structure/appearance pair; the paper's 2000 steps take ~10 s on a "
-                "recent GPU and much longer on a CPU. Cancel stops it within one step."),
+                "recent GPU and much longer on a CPU. Cancel stops it within one step and returns "
+                "nothing; the 'Stop and keep' button (or max_minutes) ends it early and returns "
+                "the generator trained so far."),
             inputs=[
                 io.Image.Input(
                     "structure",
