@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from comfy_api.latest import ComfyExtension
 
+# The pack's web extension (the Stop and keep button of Train Generator), served by ComfyUI.
+WEB_DIRECTORY = "./web"
+
 
 async def comfy_entrypoint() -> "ComfyExtension":
     """ComfyUI's V3 entry point: the extension that lists the pack's nodes."""

@@ -42,6 +42,14 @@ class PairAugmenter:
         self.config = config
         self._rng = torch.Generator().manual_seed(seed)
 
+    def rng_state(self) -> Tensor:
+        """The random generator's state (a uint8 CPU tensor): saved so a run can resume exactly."""
+        return self._rng.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        """Continue the sequence from a state returned by :meth:`rng_state`."""
+        self._rng.set_state(state.to("cpu", torch.uint8))
+
     def _uniform(self, low: float = 0.0, high: float = 1.0) -> float:
         return low + (high - low) * float(torch.rand((), generator=self._rng))
 

@@ -3,12 +3,20 @@
 The metadata carries the training config, the backbone's name and a format tag, so a file says
 how it was made and a file that is not a Splice generator is refused with a clear message.
 Callers may add their own string metadata (ComfyUI stores the prompt and workflow there).
+
+A generator that came out of a training run also keeps what resuming that run exactly needs
+(:class:`comfy_splice.train.TrainState`): Adam's state and the augmentation random state as
+tensors under the ``train_state.`` prefix, the step index and the images' fingerprint as JSON in
+``splice_train_state``. Files without them (older files) load as before and fine-tune.
+Files are written atomically: a temporary file in the same folder, then a rename, so a crash
+while saving never leaves a half-written generator under the final name.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -17,12 +25,16 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .generator import SpliceGenerator
-from .train import TrainConfig, TrainedGenerator
+from .train import TrainConfig, TrainedGenerator, TrainState
 from .validation import (TensorInfo, check_fields, check_value, json_type, parse_json,
                          read_safetensors_header, short, short_text)
 
 FORMAT = "comfy-splice-generator/1"
-_RESERVED = ("splice_format", "splice_config", "splice_backbone", "splice_loss")
+_RESERVED = ("splice_format", "splice_config", "splice_backbone", "splice_loss", "splice_train_state")
+STATE_PREFIX = "train_state."
+_OPTIMIZER_PREFIX = STATE_PREFIX + "optimizer."
+_RNG_KEY = STATE_PREFIX + "augment_rng"
+_ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
 
 
 def save_generator(path: str | os.PathLike, trained: TrainedGenerator,
@@ -37,9 +49,65 @@ def save_generator(path: str | os.PathLike, trained: TrainedGenerator,
         "splice_loss": json.dumps(trained.history.get("loss", [])),
     })
     state = {k: v.detach().cpu().contiguous() for k, v in trained.generator.state_dict().items()}
+    if trained.state is not None:
+        metadata["splice_train_state"] = json.dumps({"step": trained.state.step,
+                                                     "pair_id": trained.state.pair_id})
+        for key, value in trained.state.optimizer.items():
+            state[_OPTIMIZER_PREFIX + key] = value.detach().cpu().contiguous()
+        if trained.state.augment_rng is not None:
+            state[_RNG_KEY] = trained.state.augment_rng.detach().cpu().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path), metadata=metadata)
+    # Hidden (dot) name in the same folder: the rename stays on one file system, and folder
+    # listings that ComfyUI filters by extension never show the half-written file.
+    temporary = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
+    try:
+        save_file(state, temporary, metadata=metadata)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
     return path
+
+
+def _check_train_state(path: Path, metadata: Mapping[str, str], tensors: Mapping[str, torch.Tensor],
+                       generator: SpliceGenerator) -> TrainState | None:
+    """The resumable state kept in a generator file, checked against the generator's layout."""
+    raw = metadata.get("splice_train_state")
+    if raw is None:
+        if tensors:
+            raise ValueError(f"{path} has training-state tensors but no 'splice_train_state' "
+                             f"metadata; the file is damaged. Save the generator again.")
+        return None
+    fix = "The file is damaged: load an earlier save or train again."
+    try:
+        info = parse_json(raw, "splice_train_state", MAX_CONFIG_CHARS, MAX_JSON_DEPTH)
+        step, pair_id = info["step"], info["pair_id"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"{path}: its 'splice_train_state' metadata is unreadable ({exc}). {fix}") from None
+    if not isinstance(step, int) or step < 0 or not isinstance(pair_id, str):
+        raise ValueError(f"{path}: 'splice_train_state' needs a step >= 0 and a pair id. {fix}")
+    params = list(generator.parameters())
+    optimizer: dict[str, torch.Tensor] = {}
+    for key, value in tensors.items():
+        if key == _RNG_KEY:
+            continue
+        index, _, name = key[len(_OPTIMIZER_PREFIX):].partition(".")
+        if (not key.startswith(_OPTIMIZER_PREFIX) or not index.isdigit() or name not in _ADAM_KEYS
+                or int(index) >= len(params)):
+            raise ValueError(f"{path}: unexpected training-state tensor {key!r}. {fix}")
+        wanted = () if name == "step" else tuple(params[int(index)].shape)
+        if tuple(value.shape) != wanted:
+            raise ValueError(f"{path}: training-state tensor {key!r} has shape {tuple(value.shape)}, "
+                             f"expected {wanted}. {fix}")
+        optimizer[key[len(_OPTIMIZER_PREFIX):]] = value
+    indices = {int(key.partition(".")[0]) for key in optimizer}
+    if optimizer and (indices != set(range(len(params))) or len(optimizer) != 3 * len(params)):
+        raise ValueError(f"{path}: the optimiser state covers {len(indices)} of {len(params)} "
+                         f"parameters. {fix}")
+    rng = tensors.get(_RNG_KEY)
+    if rng is not None and rng.dtype != torch.uint8:
+        raise ValueError(f"{path}: the augmentation random state is {rng.dtype}, not uint8. {fix}")
+    return TrainState(step=step, pair_id=pair_id, optimizer=optimizer, augment_rng=rng)
 
 
 # Bounds on what a generator file may carry. The weights are ~4 MB; the metadata holds the
@@ -107,6 +175,33 @@ def expected_tensors() -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in SpliceGenerator().state_dict().items()}
 
 
+def _parameter_shapes() -> list[tuple[int, ...]]:
+    """Shapes of the generator's parameters in optimiser order (meta device: no memory)."""
+    with torch.device("meta"):
+        return [tuple(p.shape) for p in SpliceGenerator().parameters()]
+
+
+MAX_RNG_BYTES = 1 << 16
+
+
+def _state_tensor_ok(name: str, info: TensorInfo) -> bool:
+    """A resumable-state tensor with the name, shape and dtype a training run writes.
+
+    Checked from the header, so a crafted file cannot make the loader read a large tensor under a
+    state name; ``_check_train_state`` checks the whole set again after loading.
+    """
+    if name == _RNG_KEY:
+        return info.dtype == torch.uint8 and len(info.shape) == 1 and info.shape[0] <= MAX_RNG_BYTES
+    if not name.startswith(_OPTIMIZER_PREFIX):
+        return False
+    index, _, kind = name[len(_OPTIMIZER_PREFIX):].partition(".")
+    shapes = _parameter_shapes()
+    if not index.isdigit() or int(index) >= len(shapes) or kind not in _ADAM_KEYS:
+        return False
+    wanted = () if kind == "step" else shapes[int(index)]
+    return info.shape == wanted and info.dtype.is_floating_point
+
+
 def check_tensors(tensors: Mapping[str, TensorInfo]) -> None:
     """The file's tensors are exactly the generator's: same names, shapes, floating dtypes."""
     expected = expected_tensors()
@@ -117,7 +212,7 @@ def check_tensors(tensors: Mapping[str, TensorInfo]) -> None:
             raise ValueError(f"{name} has shape {tensors[name].shape}, expected {shape}")
         if not tensors[name].dtype.is_floating_point:
             raise ValueError(f"{name} holds {tensors[name].dtype} values, not weights")
-    unknown = [name for name in tensors if name not in expected]
+    unknown = [name for name in tensors if name not in expected and not _state_tensor_ok(name, tensors[name])]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise ValueError(f"it has the unknown tensor {short(unknown[0])}{more}")
@@ -171,14 +266,17 @@ def load_generator(path: str | os.PathLike) -> TrainedGenerator:
             raise ValueError(f"{path.name} cannot be loaded as a Splice generator: {name} holds NaN "
                              f"or infinite values. {HINT}")
     generator = SpliceGenerator()
+    train_tensors = {k: state.pop(k) for k in [k for k in state if k.startswith(STATE_PREFIX)]}
     try:
         generator.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ValueError(f"{path} does not match the Splice generator's layout: "
                          f"{short_text(exc, 300)}") from None
     generator.eval()
+    train_state = _check_train_state(path, metadata, train_tensors, generator)
     config = parsed["splice_config"]
     assert isinstance(config, TrainConfig)
     return TrainedGenerator(generator=generator, config=config,
                             backbone_name=str(parsed["splice_backbone"]),
-                            history={"loss": list(parsed["splice_loss"])})  # type: ignore[call-overload]
+                            history={"loss": list(parsed["splice_loss"])},  # type: ignore[call-overload]
+                            state=train_state)

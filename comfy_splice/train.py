@@ -18,8 +18,11 @@ by the keyframes themselves and one cached target per keyframe.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import logging
 import math
+import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ContextManager, Mapping, Sequence
@@ -44,6 +47,11 @@ class TrainingInterrupted(Exception):
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the generator would be garbage."""
+
+
+# Config fields a resumed run may change: they decide how long to train and what to report,
+# not what a step computes. Every other field must match for a run to be continued exactly.
+RESUME_FREE_FIELDS = ("steps", "preview_every", "log_every")
 
 
 @dataclass
@@ -97,13 +105,74 @@ class TrainConfig:
 
 
 @dataclass
+class TrainState:
+    """What continuing a run bit for bit needs beyond the generator's weights and config.
+
+    ``step``: steps done. ``pair_id``: :func:`pair_fingerprint` of the training images, so a
+    generator given to a run on other images is recognised and fine-tuned instead of resumed.
+    ``optimizer``: Adam's per-parameter state as CPU tensors named ``"<index>.<name>"``
+    (index in ``generator.parameters()`` order; names ``step``, ``exp_avg``, ``exp_avg_sq``).
+    ``augment_rng``: the augmentation generator's state. The full-image structure target is
+    not kept: it is recomputed from the structure image on the first full-image step.
+    """
+
+    step: int
+    pair_id: str
+    optimizer: dict[str, Tensor] = field(default_factory=dict)
+    augment_rng: Tensor | None = None
+
+
+@dataclass
 class TrainedGenerator:
-    """A trained generator with what made it: the value passed along the graph and saved."""
+    """A trained generator with what made it: the value passed along the graph and saved.
+
+    ``state`` is present when the generator came out of a training run (or a file that kept
+    it) and lets :func:`train_generator` continue that run exactly.
+    """
 
     generator: SpliceGenerator
     config: TrainConfig
     backbone_name: str
     history: dict[str, list[float]] = field(default_factory=dict)
+    state: TrainState | None = None
+
+    @property
+    def steps_done(self) -> int:
+        """Optimisation steps behind these weights (the config's count when no state is kept)."""
+        return self.state.step if self.state is not None else self.config.steps
+
+
+def pair_fingerprint(structure: Tensor, appearance: Tensor) -> str:
+    """An id of the training images: sha256 of their sizes and 8-bit pixel values.
+
+    Quantising to 8 bits makes the same image files give the same id whatever float path
+    loaded them (CPU or GPU); images that differ by less than one 8-bit level count as equal,
+    which is harmless for resuming.
+    """
+    digest = hashlib.sha256()
+    for image in (structure, appearance):
+        pixels = (image.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        pixels = pixels.cpu().contiguous()
+        digest.update(repr(tuple(pixels.shape)).encode())
+        digest.update(pixels.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def resume_blockers(init: TrainedGenerator, config: TrainConfig, pair_id: str,
+                    backbone_name: str) -> list[str]:
+    """Why ``init`` cannot be continued exactly by a run of ``config`` on ``pair_id`` (empty: it can)."""
+    if init.state is None:
+        return ["it carries no training state"]
+    reasons = []
+    if init.state.pair_id != pair_id:
+        reasons.append("it was trained on other images")
+    if init.backbone_name != backbone_name:
+        reasons.append(f"it was trained with {init.backbone_name or 'another DINO-ViT'}")
+    old, new = init.config.to_dict(), config.to_dict()
+    changed = sorted(k for k in new if k not in RESUME_FREE_FIELDS and old.get(k) != new[k])
+    if changed:
+        reasons.append(f"these settings differ: {', '.join(changed)}")
+    return reasons
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
@@ -170,6 +239,7 @@ class SpliceTrainer:
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,
                                           betas=tuple(config.betas))
         self.augmenter = PairAugmenter(config.seed)
+        self.pair_id = pair_fingerprint(self.structure_image, self.appearance_image)
         self.autocast_dtype = resolve_dtype(config.dtype, self.device)
         self.step_index = 0
         self._pending: list[Tensor] = []
@@ -297,6 +367,55 @@ class SpliceTrainer:
         """Every flushed step's losses, per term."""
         return {name: list(series) for name, series in self._history.items()}
 
+    def start_from(self, init: TrainedGenerator) -> bool:
+        """Continue ``init``'s run exactly if it is this problem, else fine-tune its weights.
+
+        Resuming restores the step index, Adam's state, the augmentation random state and the
+        loss history; fine-tuning takes the weights only (fresh optimiser, step 0). Returns
+        True when the run was resumed.
+        """
+        with torch.no_grad():
+            for target, source in zip(self.generator.state_dict().values(),
+                                      init.generator.state_dict().values()):
+                target.copy_(source)
+        blockers = resume_blockers(init, self.config, self.pair_id, self.backbone.name)
+        if blockers:
+            log.info("Splice: fine-tuning from the given generator (fresh optimiser, step 0): "
+                     "not resumed because %s", "; ".join(blockers))
+            return False
+        assert init.state is not None
+        per_param: dict[int, dict[str, Tensor]] = {}
+        for key, value in init.state.optimizer.items():
+            index, name = key.split(".", 1)
+            per_param.setdefault(int(index), {})[name] = value.clone()  # never share: Adam updates in place
+        state = self.optimizer.state_dict()
+        state["state"] = per_param
+        self.optimizer.load_state_dict(state)
+        if init.state.augment_rng is not None:
+            self.augmenter.set_rng_state(init.state.augment_rng)
+        self.step_index = init.state.step
+        self._history = {name: list(init.history.get(name, [])) for name in LOSS_TERMS}
+        log.info("Splice: resuming the run at step %d of %d", self.step_index, self.config.steps)
+        return True
+
+    def export_state(self) -> TrainState:
+        """CPU copies of what :meth:`start_from` needs to continue this run exactly."""
+        optimizer: dict[str, Tensor] = {}
+        for index, param in enumerate(self.generator.parameters()):
+            for name, value in self.optimizer.state.get(param, {}).items():
+                optimizer[f"{index}.{name}"] = value.detach().to("cpu", copy=True)
+        return TrainState(step=self.step_index, pair_id=self.pair_id, optimizer=optimizer,
+                          augment_rng=self.augmenter.rng_state())
+
+    def snapshot(self) -> TrainedGenerator:
+        """The run so far as a CPU value (weights, history, resumable state); training goes on."""
+        self.flush_logs()
+        generator = copy.deepcopy(self.generator).cpu()
+        generator.eval()
+        return TrainedGenerator(generator=generator, config=self.config,
+                                backbone_name=self.backbone.name, history=self.history,
+                                state=self.export_state())
+
     @torch.no_grad()
     def render(self, index: int = 0) -> Tensor:
         """G(A) on a whole keyframe (the first by default), [1, 3, H, W] float32 on the CPU (previews)."""
@@ -308,7 +427,12 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
                     on_step: Callable[[int, int], None] | None = None,
                     on_preview: Callable[[int, Tensor], None] | None = None,
                     on_log: Callable[[int, dict[str, float]], None] | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> TrainedGenerator:
+                    should_stop: Callable[[], bool] | None = None, *,
+                    init: TrainedGenerator | None = None,
+                    should_finish: Callable[[], bool] | None = None,
+                    max_seconds: float | None = None,
+                    checkpoint_every: int = 0,
+                    on_checkpoint: Callable[[TrainedGenerator], None] | None = None) -> TrainedGenerator:
     """Train a generator on one pair and return it (on the CPU) with its loss history.
 
     ``structure`` is one image [1, 3, H, W] or K keyframes of one size [K, 3, H, W]
@@ -316,14 +440,30 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
     the module docstring for the schedule).
 
     ``should_stop`` is asked before every step and raises TrainingInterrupted when it answers
-    True; anything ``on_step`` raises (a host's own interrupt) propagates the same way.
-    ``on_log`` gets the latest losses every ``log_every`` steps, ``on_preview`` G(A) every
-    ``preview_every`` steps.
+    True (nothing is returned); anything ``on_step`` raises (a host's own interrupt, or its
+    memory limit) propagates the same way. ``should_finish`` is the other way to end early:
+    when it answers True, or once ``max_seconds`` have passed (after at least one step of this
+    call), training ends and the generator trained so far is returned, with its resumable
+    state. ``init``: a generator to start from, continued exactly when it comes from a run of
+    the same config on the same images (``config.steps`` is then the total to reach), else
+    fine-tuned. ``on_checkpoint`` gets a snapshot every ``checkpoint_every`` steps before the
+    last. ``on_log`` gets the latest losses every ``log_every`` steps, ``on_preview`` G(A)
+    every ``preview_every`` steps.
     """
     trainer = SpliceTrainer(backbone, structure, appearance, config, device)
-    for step in range(config.steps):
+    if init is not None:
+        trainer.start_from(init)
+    started, first = time.monotonic(), trainer.step_index
+    while trainer.step_index < config.steps:
+        step = trainer.step_index
         if should_stop is not None and should_stop():
             raise TrainingInterrupted(f"training stopped at step {step} of {config.steps}")
+        out_of_time = (max_seconds is not None and step > first
+                       and time.monotonic() - started >= max_seconds)
+        if out_of_time or (should_finish is not None and should_finish()):
+            log.info("Splice: finishing early at step %d of %d (%s)", step, config.steps,
+                     "time budget spent" if out_of_time else "asked to stop")
+            break
         trainer.step()
         done = step + 1
         if done % max(1, config.log_every) == 0 or done == config.steps:
@@ -335,7 +475,12 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
             on_preview(done, trainer.render())
         if on_step is not None:
             on_step(done, config.steps)
+        if (on_checkpoint is not None and checkpoint_every > 0 and done % checkpoint_every == 0
+                and done < config.steps):
+            on_checkpoint(trainer.snapshot())
+    trainer.flush_logs()  # an early finish leaves losses pending
+    state = trainer.export_state()
     generator = trainer.generator.cpu()
     generator.eval()  # per-image normalisation: eval and train compute the same thing
     return TrainedGenerator(generator=generator, config=config, backbone_name=backbone.name,
-                            history=trainer.history)
+                            history=trainer.history, state=state)

@@ -17,6 +17,7 @@ from .keyframes import SpliceSelectKeyframes
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
 from .paths import register_folders
 from .regions import NODES as REGION_NODES
+from .stop import add_routes
 from .train import SpliceTrainGenerator
 
 NODES: tuple[type[io.ComfyNode], ...] = (
@@ -36,8 +37,10 @@ NODES: tuple[type[io.ComfyNode], ...] = (
 
 
 def node_list() -> list[type[io.ComfyNode]]:
-    """The pack's nodes, after registering its model folders (their schemas list those folders)."""
+    """The pack's nodes, after registering its model folders (their schemas list those folders)
+    and the Stop and keep route (when a ComfyUI server is running)."""
     register_folders()
+    add_routes()
     return list(NODES)
 
 

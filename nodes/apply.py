@@ -59,6 +59,17 @@ class SpliceApply(io.ComfyNode):
         # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.
         frames, _, height, width = batch.shape
         result = torch.empty((frames, height, width, 3), dtype=torch.float32)
-        run_generator(trained.generator, batch, host.torch_device(), int(batch_size),
-                      on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
+        device = host.torch_device()
+        try:
+            run_generator(trained.generator, batch, device, int(batch_size),
+                          on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
+        except Exception as exc:  # out of memory: free this run's tensors, explain, keep serving
+            if not host.is_out_of_memory(exc):
+                raise
+            host.release_frames(exc)
+            host.soft_empty_cache()
+            raise host.out_of_memory(
+                exc, device, f"applying the generator to {frames} image(s) of "
+                f"{width}x{height} in chunks of {int(batch_size)}",
+                "lower batch_size, or use smaller images") from None
         return io.NodeOutput(result.clamp_(0.0, 1.0))

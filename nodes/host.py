@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import os
 import time
 import traceback
 from typing import Iterator
@@ -92,6 +93,75 @@ def check_interrupt(*_: object) -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+MEMORY_LIMIT_ENV = "COMFY_SPLICE_MEMORY_LIMIT_MB"
+
+
+class SpliceOutOfMemoryError(torch.OutOfMemoryError):
+    """Out of memory in a Splice node, with what to do about it.
+
+    A subclass of torch's error, so ComfyUI still treats it as an out-of-memory failure (it
+    unloads its models after reporting it).
+    """
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory error, or the CPU allocator's RuntimeError for the same thing."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
+                                              or "not enough memory" in text)
+
+
+def out_of_memory(exc: BaseException, device: torch.device, what: str, fixes: str) -> SpliceOutOfMemoryError:
+    """The error a node raises after running out of memory: what happened and what to change."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return SpliceOutOfMemoryError(
+        f"Out of memory on {device} while {what} ({first_line}). The memory has been returned and "
+        f"ComfyUI keeps running. To fit: {fixes}; free other models (ComfyUI's 'Unload Models' "
+        f"button, or close other programs using the {device.type.upper()})."
+    )
+
+
+def memory_limit_bytes() -> int | None:
+    """The optional cap set with $COMFY_SPLICE_MEMORY_LIMIT_MB (unset or 0: no cap)."""
+    raw = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        log.warning("%s=%r is not a number of megabytes; ignored", MEMORY_LIMIT_ENV, raw)
+        return None
+    return int(megabytes * 2**20) if megabytes > 0 else None
+
+
+def memory_in_use(device: torch.device) -> int:
+    """Bytes in use: tensors allocated on a CUDA device; on other devices the process's RSS."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    import psutil  # a ComfyUI dependency
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def check_memory_limit(device: torch.device) -> None:
+    """Raise torch's OutOfMemoryError when a Splice node uses more than the user's cap.
+
+    The cap ($COMFY_SPLICE_MEMORY_LIMIT_MB) keeps Splice from taking a shared GPU's memory: a
+    run over it ends with the same message and clean-up as a real out-of-memory error. On the
+    CPU it applies to the whole ComfyUI process.
+    """
+    limit = memory_limit_bytes()
+    if limit is None:
+        return
+    used = memory_in_use(device)
+    if used > limit:
+        raise torch.OutOfMemoryError(
+            f"{used / 2**20:.0f} MiB in use on {device}, over the {MEMORY_LIMIT_ENV} limit of "
+            f"{limit / 2**20:.0f} MiB")
+
+
 def image_to_core(image: Tensor, name: str, clone: bool = False) -> Tensor:
     """ComfyUI IMAGE [B, H, W, C] in [0, 1] -> core layout [B, 3, H, W] float32.
 
@@ -150,14 +220,17 @@ class Progress:
 
     def __init__(self, total: int, min_interval: float = 0.1) -> None:
         self.total = total
+        self.device = torch_device()
         self.min_interval = min_interval
         self.bar = comfy.utils.ProgressBar(total)
         self._last_sent = float("-inf")
         self.last_preview: tuple[int, Tensor] | None = None
 
     def step(self, done: int, total: int | None = None) -> None:
-        """Report ``done`` of ``total`` steps (and raise if the user interrupted)."""
+        """Report ``done`` of ``total`` steps (and raise if the user interrupted or the memory
+        cap is exceeded)."""
         check_interrupt()
+        check_memory_limit(self.device)
         total = total or self.total
         now = time.monotonic()
         if done <= 1 or done >= total or now - self._last_sent >= self.min_interval:

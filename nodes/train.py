@@ -3,7 +3,11 @@
 Training runs inside a node, i.e. inside ComfyUI's ``torch.inference_mode()``: it is switched
 off for the run, and the images and the DINO-ViT are cloned so autograd can save them (see
 ``nodes.host``). Progress and a live preview of G(structure) go to the node; Cancel
-(``/interrupt``) is checked after every step.
+(``/interrupt``) is checked after every step and returns nothing, while Stop and keep (the
+node's button, ``nodes.stop``) or the ``max_minutes`` budget end the run early and return the
+generator trained so far. ``init_generator`` resumes a run exactly or fine-tunes from its
+weights; ``autosave_every`` writes resumable checkpoints into the folder Load Splice Generator
+lists (``nodes.autosave``).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from torch import Tensor
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
-from . import host
+from . import host, stop
 from .api import io
+from .autosave import Autosaver
 from .errors import check_choice, check_finite, readable_errors
-from .generators import run_generator
+from .generators import check_generator, run_generator
 from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
 
 log = logging.getLogger(__name__)
@@ -28,6 +33,9 @@ DTYPES = ["auto", "bf16", "fp32"]
 MAX_STEPS = 100_000
 LOG_EVERY_MAX = 25
 LOG_POINTS_MIN = 50
+TRAIN_OOM_FIXES = ("use smaller images (scale them down before training; a few hundred pixels "
+                   "per side is what Splice is made for), use ViT-S/8 instead of ViT-B/8 in Load "
+                   "DINO-ViT, or set dtype to auto/bf16 on a GPU")
 
 
 def _check_losses(structure_loss: object, appearance_loss: object) -> tuple[LossSpec, LossSpec]:
@@ -89,7 +97,8 @@ class SpliceTrainGenerator(io.ComfyNode):
                 "generator per structure/appearance pair, or per shot: a batch of structure "
                 "keyframes is used in turn, one per step, at the cost of a single pair. The "
                 "paper's 2000 steps take ~10 s on a recent GPU and much longer on a CPU. Cancel "
-                "stops it within one step."),
+                "stops it within one step and returns nothing; the 'Stop and keep' button (or "
+                "max_minutes) ends it early and returns the generator trained so far."),
             inputs=[
                 io.Image.Input(
                     "structure",
@@ -133,6 +142,25 @@ class SpliceTrainGenerator(io.ComfyNode):
                     "dtype", options=DTYPES, default="auto",
                     tooltip=("Precision of the DINO-ViT forward: auto = bf16 on CUDA GPUs, fp32 "
                              "elsewhere; fp32 is exact and slower. The generator is always fp32.")),
+                SpliceGenerator.Input(
+                    "init_generator", optional=True,
+                    tooltip=("Optional: a generator to start from. Saved from a run on the same "
+                             "images with the same settings (an autosave, or Save Splice "
+                             "Generator), training continues exactly where it stopped, up to "
+                             "'steps' in total. Otherwise it fine-tunes from those weights with "
+                             "a fresh optimiser, e.g. for the next shot of a video.")),
+                io.Float.Input(
+                    "max_minutes", default=0.0, min=0.0, max=10_000.0, step=0.5, optional=True,
+                    tooltip=("Time budget: after this many minutes training ends early and the "
+                             "generator trained so far is returned (like the node's 'Stop and "
+                             "keep' button). 0 = no limit.")),
+                io.Int.Input(
+                    "autosave_every", default=0, min=0, max=MAX_STEPS, optional=True,
+                    tooltip=("Every this many steps (and at the end) write a resumable "
+                             "checkpoint into models/splice_generators/autosave/, one file per "
+                             "run, so a crash, an out-of-memory error or a Cancel loses at most "
+                             "this many steps: load it with 'Load Splice Generator' and connect "
+                             "it to init_generator. 0 = off.")),
             ],
             outputs=[
                 SpliceGenerator.Output(
@@ -146,6 +174,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                     "result", display_name="result",
                     tooltip="The trained generator applied to the whole structure image (each keyframe)."),
             ],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt, io.Hidden.extra_pnginfo],
         )
 
     @classmethod
@@ -153,7 +182,8 @@ class SpliceTrainGenerator(io.ComfyNode):
     def execute(cls, structure: Tensor, appearance: Tensor, structure_loss: LossSpec,
                 appearance_loss: LossSpec, steps: int = 2000, learning_rate: float = 0.002,
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,
-                preview_every: int = 50, dtype: str = "auto") -> io.NodeOutput:
+                preview_every: int = 50, dtype: str = "auto", init_generator: object = None,
+                max_minutes: float = 0.0, autosave_every: int = 0) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
         a = host.image_to_core(structure, "structure")
@@ -169,6 +199,9 @@ class SpliceTrainGenerator(io.ComfyNode):
         check_finite(identity_weight, "identity_weight")
         if check_choice(dtype, "dtype") not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+        init = None if init_generator is None else check_generator(init_generator, "init_generator")
+        if max_minutes < 0 or autosave_every < 0:
+            raise ValueError("max_minutes and autosave_every must be 0 (off) or positive.")
 
         config = TrainConfig(
             steps=int(steps), lr=float(learning_rate),
@@ -184,17 +217,27 @@ class SpliceTrainGenerator(io.ComfyNode):
         log.info("Splice: training %d steps on %s with %s (structure %d x %dx%d, appearance %dx%d)",
                  config.steps, device, dino.label, a.shape[0], a.shape[-1], a.shape[-2], b.shape[-1],
                  b.shape[-2])
+        hidden = cls.hidden
+        autosave = Autosaver(int(autosave_every), hidden.prompt, hidden.extra_pnginfo)
+        run_id = stop.current_run(hidden.unique_id)
         backbone = None
         try:
-            with host.training_mode():
+            with host.training_mode(), stop.training_run(*run_id) as stop_event:
                 backbone = host.backbone_for(dino.backbone, device, for_training=True)
                 trained = train_generator(
                     backbone, host.image_to_core(structure, "structure", clone=True),
                     host.image_to_core(appearance, "appearance", clone=True), config, device,
-                    on_step=progress.step, on_preview=progress.preview)
+                    on_step=progress.step, on_preview=progress.preview, init=init,
+                    should_finish=stop_event.is_set,
+                    max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,
+                    checkpoint_every=autosave.every, on_checkpoint=autosave.save)
                 backbone = None
+            autosave.save(trained)
+            if trained.steps_done < config.steps:
+                log.info("Splice: kept the generator after %d of %d steps", trained.steps_done,
+                         config.steps)
             final = progress.last_preview
-            if final is not None and final[0] == config.steps and a.shape[0] == 1:
+            if final is not None and final[0] == trained.steps_done and a.shape[0] == 1:
                 result = final[1]  # the core previews G(structure) after the last step
             else:
                 result = run_generator(trained.generator, a, device, batch_size=1)
@@ -203,6 +246,10 @@ class SpliceTrainGenerator(io.ComfyNode):
             raise ValueError(f"Training diverged: {exc}") from None
         except BaseException as exc:  # interrupt, OOM, ...: free the run's tensors, then re-raise
             host.release_frames(exc)
+            if host.is_out_of_memory(exc):
+                raise host.out_of_memory(exc, device, f"training on a {a.shape[-1]}x{a.shape[-2]} "
+                                         f"structure and a {b.shape[-1]}x{b.shape[-2]} appearance "
+                                         f"image with {dino.label}", TRAIN_OOM_FIXES) from None
             raise
         finally:
             backbone = None
