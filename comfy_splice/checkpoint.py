@@ -184,22 +184,27 @@ def _parameter_shapes() -> list[tuple[int, ...]]:
 MAX_RNG_BYTES = 1 << 16
 
 
-def _state_tensor_ok(name: str, info: TensorInfo) -> bool:
-    """A resumable-state tensor with the name, shape and dtype a training run writes.
+def _check_state_tensor(name: str, info: TensorInfo) -> None:
+    """A resumable-state tensor has the name, shape and dtype a training run writes.
 
     Checked from the header, so a crafted file cannot make the loader read a large tensor under a
     state name; ``_check_train_state`` checks the whole set again after loading.
     """
     if name == _RNG_KEY:
-        return info.dtype == torch.uint8 and len(info.shape) == 1 and info.shape[0] <= MAX_RNG_BYTES
-    if not name.startswith(_OPTIMIZER_PREFIX):
-        return False
+        if info.dtype != torch.uint8 or len(info.shape) != 1 or info.shape[0] > MAX_RNG_BYTES:
+            raise ValueError(f"{name} is not a random-generator state (uint8, at most "
+                             f"{MAX_RNG_BYTES} bytes)")
+        return
     index, _, kind = name[len(_OPTIMIZER_PREFIX):].partition(".")
     shapes = _parameter_shapes()
-    if not index.isdigit() or int(index) >= len(shapes) or kind not in _ADAM_KEYS:
-        return False
+    if (not name.startswith(_OPTIMIZER_PREFIX) or not index.isdigit() or int(index) >= len(shapes)
+            or kind not in _ADAM_KEYS):
+        raise ValueError(f"it has the unknown training-state tensor {short(name)}")
     wanted = () if kind == "step" else shapes[int(index)]
-    return info.shape == wanted and info.dtype.is_floating_point
+    if info.shape != wanted:
+        raise ValueError(f"training-state tensor {short(name)} has shape {info.shape}, expected {wanted}")
+    if not info.dtype.is_floating_point:
+        raise ValueError(f"training-state tensor {short(name)} holds {info.dtype} values")
 
 
 def check_tensors(tensors: Mapping[str, TensorInfo]) -> None:
@@ -212,7 +217,10 @@ def check_tensors(tensors: Mapping[str, TensorInfo]) -> None:
             raise ValueError(f"{name} has shape {tensors[name].shape}, expected {shape}")
         if not tensors[name].dtype.is_floating_point:
             raise ValueError(f"{name} holds {tensors[name].dtype} values, not weights")
-    unknown = [name for name in tensors if name not in expected and not _state_tensor_ok(name, tensors[name])]
+    for name in tensors:
+        if name.startswith(STATE_PREFIX):
+            _check_state_tensor(name, tensors[name])
+    unknown = [name for name in tensors if name not in expected and not name.startswith(STATE_PREFIX)]
     if unknown:
         more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
         raise ValueError(f"it has the unknown tensor {short(unknown[0])}{more}")
