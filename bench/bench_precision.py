@@ -36,7 +36,7 @@ from comfy_splice.augment import PairAugmenter  # noqa: E402
 from comfy_splice.backbone import build_backbone  # noqa: E402
 from comfy_splice.train import SpliceTrainer, TrainConfig  # noqa: E402
 
-VARIANTS = {"bf16": (torch.bfloat16, False), "bf16-fp32keys": (torch.bfloat16, True)}
+VARIANTS = {"bf16-fp32keys": (torch.bfloat16, True), "bf16": (torch.bfloat16, False)}
 TERMS = ("structure", "appearance", "identity", "full_structure", "full_appearance")
 
 
@@ -53,7 +53,10 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="fp32 training steps before the second measurement, per model")
     parser.add_argument("--size", type=int, default=128,
                         help="short side of both images, px (DINO sees 224 px crops whatever it is)")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["bf16-fp32keys", "bf16"],
+                        choices=list(VARIANTS))
+    parser.add_argument("--no-start", dest="at_start", action="store_false",
+                        help="skip the measurement at step 0 (measure after the training steps only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--json", help="also write every figure to this JSON file")
@@ -104,13 +107,21 @@ def measure(trainer: SpliceTrainer, draw_seed: int, variants: list[str]) -> list
         for name in TERMS:
             value, grad = reference[name]
             low_value, low_grad = scored[name]
-            rows.append({"variant": variant, "term": name, "fp32": value,
-                         "rel_error": abs(low_value - value) / abs(value) if value else float("nan"),
-                         "grad_cosine": _cosine(low_grad, grad),
-                         "grad_norm_ratio": float(low_grad.norm() / grad.norm())
-                         if grad.norm() > 0 else float("nan")})
+            row = {"variant": variant, "term": name, "fp32": value,
+                   "rel_error": abs(low_value - value) / abs(value) if value else float("nan"),
+                   "grad_cosine": _cosine(low_grad, grad),
+                   "grad_norm_ratio": float(low_grad.norm() / grad.norm())
+                   if grad.norm() > 0 else float("nan")}
+            rows.append(row)
+            _print_row(row)  # as they come: a variant can take minutes on a CPU
     trainer.autocast_dtype, trainer.fp32_keys = None, False
     return rows
+
+
+def _print_row(row: dict[str, object]) -> None:
+    print(f"  {row['variant']:<14} {row['term']:<16} {row['fp32']:>11.4g} "
+          f"{row['rel_error']:>9.2e} {row['grad_cosine']:>9.5f} {row['grad_norm_ratio']:>9.4f}",
+          flush=True)
 
 
 def run(model: str, pair: str, steps: int, args: argparse.Namespace) -> list[dict[str, object]]:
@@ -122,30 +133,27 @@ def run(model: str, pair: str, steps: int, args: argparse.Namespace) -> list[dic
                             TrainConfig(seed=args.seed, dtype="fp32", steps=max(1, steps)), "cpu")
     results: list[dict[str, object]] = []
     started = time.perf_counter()
-    for checkpoint in (0, steps):
+    checkpoints = sorted({0, steps} if args.at_start else {steps})
+    for checkpoint in checkpoints:
         while trainer.step_index < checkpoint:
             trainer.step()
             if trainer.step_index % 25 == 0:
                 trainer.flush_logs()
         trainer.flush_logs()
         history = trainer.history["structure"]
-        recent = history[-10:]
+        early, recent = history[1:11], history[-10:]
+        print(f"\n{model} {Path(pair).name} (A {tuple(structure.shape[-2:])}, "
+              f"B {tuple(appearance.shape[-2:])}) after {checkpoint} fp32 steps"
+              + (f"; training structure term: steps 1-10 mean {sum(early) / len(early):.3g}, "
+                 f"last 10 mean {sum(recent) / len(recent):.3g}" if early else "")
+              + f" [{time.perf_counter() - started:.0f} s, {_common.load_average()}]")
+        print(f"  {'variant':<14} {'term':<16} {'fp32 value':>11} {'rel err':>9} "
+              f"{'grad cos':>9} {'|g| ratio':>9}", flush=True)
         rows = measure(trainer, draw_seed=10_000 + checkpoint, variants=args.variants)
         for row in rows:
             row.update(model=model, pair=Path(pair).name, step=checkpoint)
         results.extend(rows)
-        print(f"\n{model} {Path(pair).name} (A {tuple(structure.shape[-2:])}, "
-              f"B {tuple(appearance.shape[-2:])}) after {checkpoint} fp32 steps"
-              + (f", training structure term (last {len(recent)} steps) "
-                 f"{sum(recent) / len(recent):.3g}" if recent else "")
-              + f" [{time.perf_counter() - started:.0f} s, {_common.load_average()}]")
-        print(f"  {'variant':<14} {'term':<16} {'fp32 value':>11} {'rel err':>9} "
-              f"{'grad cos':>9} {'|g| ratio':>9}")
-        for row in rows:
-            print(f"  {row['variant']:<14} {row['term']:<16} {row['fp32']:>11.4g} "
-                  f"{row['rel_error']:>9.2e} {row['grad_cosine']:>9.5f} "
-                  f"{row['grad_norm_ratio']:>9.4f}")
-        sys.stdout.flush()
+        print(f"  [{time.perf_counter() - started:.0f} s, {_common.load_average()}]", flush=True)
     return results
 
 
