@@ -9,8 +9,9 @@ cosine between the bf16 and fp32 gradients with respect to the generator's param
 
 Precision variants: ``bf16`` runs the whole ViT under autocast; ``bf16-fp32keys`` is what the
 trainer does on CUDA, autocast switched off from the block the losses read (its ``qkv`` and
-everything after, then the losses) so the keys are fp32. CPU autocast stands in for CUDA's: same
-bf16 format, same op lists for matmuls; the rounding of individual kernels differs.
+everything after, then the losses) so the keys are fp32. On the CPU (the default) CPU autocast
+stands in for CUDA's: same bf16 format, same op lists for matmuls; the rounding of individual
+kernels differs. ``--device cuda`` measures CUDA's own autocast.
 
     python bench/bench_precision.py --pairs cows apples2oranges --models dino_vits8 dino_vitb8 \\
         --steps dino_vits8=200 dino_vitb8=40 --size 128
@@ -59,6 +60,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
                         help="skip the measurement at step 0 (measure after the training steps only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (CPU autocast stands in for CUDA's) or cuda (CUDA's own autocast)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
     return parser.parse_args(argv)
 
@@ -130,7 +133,8 @@ def run(model: str, pair: str, steps: int, args: argparse.Namespace) -> list[dic
     appearance = _common.pil_to_tensor(_common.load_resized(appearance_path, args.size))
     backbone = build_backbone(model, seed=args.seed)
     trainer = SpliceTrainer(backbone, structure, appearance,
-                            TrainConfig(seed=args.seed, dtype="fp32", steps=max(1, steps)), "cpu")
+                            TrainConfig(seed=args.seed, dtype="fp32", steps=max(1, steps)),
+                            args.device)
     results: list[dict[str, object]] = []
     started = time.perf_counter()
     checkpoints = sorted({0, steps} if args.at_start else {steps})
@@ -163,8 +167,8 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(args.threads)
     print(_common.machine_line())
     print(_common.RANDOM_INIT_NOTE)
-    print("precision: fp32 reference vs CPU bf16 autocast (the generator and the losses stay "
-          "fp32 in every variant); gradients w.r.t. the generator's parameters, per term")
+    print(f"precision: fp32 reference vs {args.device} bf16 autocast (the generator and the "
+          "losses stay fp32 in every variant); gradients w.r.t. the generator's parameters, per term")
     results: list[dict[str, object]] = []
     for model in args.models:
         steps = _steps_for(model, args.steps)
