@@ -22,9 +22,9 @@ def self_similarity_mse(keys: Tensor, target_keys: Tensor, eps: float = 1e-8) ->
     Always the direct T x T form. The C x C Gram identity
     ||XX^T - YY^T||^2 = ||X^T X||^2 - 2 ||X^T Y||^2 + ||Y^T Y||^2 would be cheaper for T > C,
     but it subtracts large sums to get a small difference: as training converges the loss goes
-    to zero while the sums do not, and in fp32 the value loses all its digits (20-175 % off on
-    correlated DINO-like keys). DINO inputs have at most ~1700 tokens (480 px long side), so
-    the T x T matrices cost at most ~12 MB each.
+    to zero while the sums do not, so in fp32 the value loses precision exactly when the loss
+    history is read to judge convergence. DINO inputs have at most ~1700 tokens (480 px long
+    side), so the T x T matrices cost at most ~12 MB each.
     """
     if keys.shape != target_keys.shape:
         raise ValueError(f"key shapes differ: {tuple(keys.shape)} vs {tuple(target_keys.shape)}")
