@@ -21,9 +21,10 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, ContextManager, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -180,11 +181,21 @@ class DinoBackbone(nn.Module):
         """Stay in eval mode: DINO is a frozen feature extractor (no dropout, ever)."""
         return super().train(False)
 
-    def _position_embedding(self, rows: int, cols: int) -> Tensor:
-        """DINO's rule: bicubic, scale factor (grid + 0.1) / 28, skipped for the native square grid."""
+    def _position_embedding(self, height: int, width: int,
+                            grid: tuple[int, int] | None = None) -> Tensor:
+        """Position embeddings for a ``height`` x ``width`` pixel input, by DINO's own rule.
+
+        DINO keeps the native embeddings only when the token count is the native one *and* the
+        input is square in pixels; otherwise it resamples the native grid bicubically with the
+        scale factor (grid + 0.1) / native side. So a 224x229 input, whose grid is the native
+        28x28, is still resampled (with scale 28.1 / 28): the pixel size is needed, not the grid.
+        ``grid`` is the token grid when the patch embedding runs with a smaller stride
+        (descriptors); by default it is the model's own, ``height // patch`` x ``width // patch``.
+        """
+        rows, cols = grid if grid is not None else (height // self.patch_size, width // self.patch_size)
         pos = self.vit.pos_embed
         n_native = pos.shape[1] - 1
-        if rows * cols == n_native and rows == cols:
+        if rows * cols == n_native and height == width:
             return pos
         side = int(math.sqrt(n_native))
         grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
@@ -235,11 +246,15 @@ class DinoBackbone(nn.Module):
                              f"(use 0..{self.depth - 1}, or -1 for the last block)")
         return index
 
-    def features(self, images: Tensor, layers: Iterable[int] = (-1,)) -> dict[int, Features]:
+    def features(self, images: Tensor, layers: Iterable[int] = (-1,),
+                 fp32_keys: bool = False) -> dict[int, Features]:
         """One forward of normalised [B, 3, H, W] images -> {block index: Features}.
 
         Stops after the deepest requested block. Pixels beyond a multiple of the patch size are
-        dropped by the patch embedding, as in DINO.
+        dropped by the patch embedding, as in DINO. ``fp32_keys`` turns autocast off from the
+        first requested block on (its ``qkv`` projection and everything after run in fp32):
+        the losses compare small differences of keys, which bf16 rounding would swamp, while
+        the blocks before it (most of the cost) may stay in low precision.
         """
         wanted = sorted({self.resolve_layer(i) for i in layers})
         rows, cols = images.shape[-2] // self.patch_size, images.shape[-1] // self.patch_size
@@ -248,13 +263,17 @@ class DinoBackbone(nn.Module):
                              f"{self.patch_size}px ViT patch")
         x = self.vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
         cls = self.vit.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat((cls, x), dim=1) + self._position_embedding(rows, cols).to(x.dtype)
+        pos = self._position_embedding(images.shape[-2], images.shape[-1])
+        x = torch.cat((cls, x), dim=1) + pos.to(x.dtype)
         out: dict[int, Features] = {}
         for index, block in enumerate(self.vit.blocks[: wanted[-1]]):
-            x, keys = self._block(block, x)
+            with _full_precision(fp32_keys and index >= wanted[0], x.device):
+                x, keys = self._block(block, x.float() if fp32_keys and index >= wanted[0] else x)
             if index in wanted:
                 out[index] = Features(cls=x[:, 0], keys=keys)
-        out[wanted[-1]] = self._last_block(self.vit.blocks[wanted[-1]], x)
+        with _full_precision(fp32_keys, x.device):
+            out[wanted[-1]] = self._last_block(self.vit.blocks[wanted[-1]],
+                                               x.float() if fp32_keys else x)
         return out
 
     def check_stride(self, stride: int | None) -> int:
@@ -295,7 +314,8 @@ class DinoBackbone(nn.Module):
         rows, cols = int(x.shape[-2]), int(x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         cls = self.vit.cls_token.expand(x.shape[0], -1, -1).to(x.dtype)
-        x = torch.cat((cls, x), dim=1) + self._position_embedding(rows, cols).to(x.dtype)
+        pos = self._position_embedding(images.shape[-2], images.shape[-1], grid=(rows, cols))
+        x = torch.cat((cls, x), dim=1) + pos.to(x.dtype)
         last = self.depth - 1 if saliency else wanted[-1]
         out: dict[tuple[int, str], Tensor] = {}
         attention: Tensor | None = None
@@ -319,6 +339,11 @@ class DinoBackbone(nn.Module):
                 if index in wanted and "token" in facets:
                     out[(index, "token")] = x
         return DenseFeatures(facets=out, grid=(rows, cols), stride=stride, cls_attention=attention)
+
+
+def _full_precision(enabled: bool, device: torch.device) -> ContextManager[object]:
+    """Autocast switched off (fp32 arithmetic) when ``enabled``, else no change."""
+    return torch.autocast(device.type, enabled=False) if enabled else nullcontext()
 
 
 def extract(backbone: DinoBackbone, images: Tensor, layer: int = -1, short_side: int = 224,

@@ -16,31 +16,19 @@ from torch import Tensor
 from .backbone import Features, self_similarity
 
 
-def _unit_rows(keys: Tensor, eps: float) -> Tensor:
-    """Rows scaled to unit length (norm clamped at sqrt(eps), matching the clamp of |a||b| at eps)."""
-    keys = keys.float()
-    return keys / keys.norm(dim=-1, keepdim=True).clamp(min=eps ** 0.5)
-
-
 def self_similarity_mse(keys: Tensor, target_keys: Tensor, eps: float = 1e-8) -> Tensor:
     """MSE between the cosine self-similarity matrices of two key sets, [B, T, C] each.
 
-    For T <= C the T x T matrices are formed directly. For more tokens than channels (DINO inputs
-    above 224 px) the same number comes from C x C Gram matrices,
-    ||XX^T - YY^T||^2 = ||X^T X||^2 - 2 ||X^T Y||^2 + ||Y^T Y||^2, which is cheaper and never
-    materialises the T x T matrices.
+    Always the direct T x T form. The C x C Gram identity
+    ||XX^T - YY^T||^2 = ||X^T X||^2 - 2 ||X^T Y||^2 + ||Y^T Y||^2 would be cheaper for T > C,
+    but it subtracts large sums to get a small difference: as training converges the loss goes
+    to zero while the sums do not, so in fp32 the value loses precision exactly when the loss
+    history is read to judge convergence. DINO inputs have at most ~1700 tokens (480 px long
+    side), so the T x T matrices cost at most ~12 MB each.
     """
     if keys.shape != target_keys.shape:
         raise ValueError(f"key shapes differ: {tuple(keys.shape)} vs {tuple(target_keys.shape)}")
-    batch, tokens, channels = keys.shape
-    if tokens <= channels:
-        return F.mse_loss(self_similarity(keys, eps), self_similarity(target_keys, eps))
-    x, y = _unit_rows(keys, eps), _unit_rows(target_keys, eps)
-    xx = x.transpose(1, 2) @ x
-    yy = y.transpose(1, 2) @ y
-    xy = x.transpose(1, 2) @ y
-    total = xx.square().sum() - 2 * xy.square().sum() + yy.square().sum()
-    return total / (batch * tokens * tokens)
+    return F.mse_loss(self_similarity(keys, eps), self_similarity(target_keys, eps))
 
 
 @dataclass(frozen=True)

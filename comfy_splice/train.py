@@ -241,10 +241,14 @@ class SpliceTrainer:
         self.augmenter = PairAugmenter(config.seed)
         self.pair_id = pair_fingerprint(self.structure_image, self.appearance_image)
         self.autocast_dtype = resolve_dtype(config.dtype, self.device)
+        # Under bf16 autocast the block the losses read (keys, CLS) runs in fp32: the structure
+        # loss compares small differences of keys, and bf16's agreement with fp32 near
+        # convergence is not measured yet (README, "Speed and memory"). Costs ~2% of the ViT.
+        self.fp32_keys = True
         self.step_index = 0
         self._pending: list[Tensor] = []
         self._history: dict[str, list[float]] = {name: [] for name in LOSS_TERMS}
-        self._full_targets: dict[int, Tensor] = {}
+        self._full_targets: dict[tuple[int, torch.dtype | None, bool], Tensor] = {}
         layers = (config.structure.layer, config.appearance.layer, config.identity.layer)
         self._layers = tuple(sorted({backbone.resolve_layer(i) for i in layers}))
 
@@ -268,7 +272,7 @@ class SpliceTrainer:
         for indices in groups.values():
             with self._autocast():
                 batch = self.backbone.features(torch.cat([prepared[i] for i in indices]),
-                                               self._layers)
+                                               self._layers, fp32_keys=self.fp32_keys)
             for row, index in enumerate(indices):
                 results[index] = {layer: Features(f.cls[row: row + 1], f.keys[row: row + 1])
                                   for layer, f in batch.items()}
@@ -287,26 +291,53 @@ class SpliceTrainer:
         return (step // max(1, self.config.full_image_every)) % self.keyframes
 
     def _full_structure_target(self, index: int = 0) -> Tensor:
-        """Keys of a whole keyframe: fixed for the run, so computed once per keyframe."""
-        if index not in self._full_targets:
+        """Keys of a whole keyframe: fixed for the run, so computed once per keyframe (and precision)."""
+        key = (index, self.autocast_dtype, self.fp32_keys)
+        if key not in self._full_targets:
             with torch.no_grad():
                 feats = self._features([self.keyframe(index)])[0]
-            self._full_targets[index] = feats[self.backbone.resolve_layer(self.config.structure.layer)].keys
-        return self._full_targets[index]
+            layer = self.backbone.resolve_layer(self.config.structure.layer)
+            self._full_targets[key] = feats[layer].keys
+        return self._full_targets[key]
 
     def step(self) -> None:
         """One optimisation step (augment, generate, two batched ViT forwards, losses, Adam)."""
         c = self.config
         step = self.step_index
-        resolve = self.backbone.resolve_layer
-        l_struct, l_app, l_id = resolve(c.structure.layer), resolve(c.appearance.layer), resolve(c.identity.layer)
         warm = step >= c.warmup_steps
         full = c.full_image_every > 0 and step % c.full_image_every == 0
-        use_struct = warm and c.structure.weight != 0
-        use_id = warm and c.identity.weight != 0
 
         a_crop = self.augmenter.structure(self.keyframe(self.keyframe_for_step(step)))
         b_crop = self.augmenter.appearance(self.appearance_image)
+        terms = self.loss_terms(a_crop, b_crop, warm=warm, full=full)
+        weights = self.term_weights()
+        total = sum(weights[name] * value for name, value in terms.items())
+
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.optimizer.step()
+        self._pending.append(torch.stack([total, *(terms[n] for n in LOSS_TERMS[1:])]).detach())
+        self.step_index += 1
+
+    def term_weights(self) -> dict[str, float]:
+        """Each loss term's weight in the total, by the names of ``loss_terms``."""
+        c = self.config
+        return {"structure": c.structure.weight, "appearance": c.appearance.weight,
+                "identity": c.identity.weight, "full_structure": c.full_structure_weight,
+                "full_appearance": c.full_appearance_weight}
+
+    def loss_terms(self, a_crop: Tensor, b_crop: Tensor, warm: bool, full: bool) -> dict[str, Tensor]:
+        """The unweighted loss terms for one augmentation draw (A', B'), graph attached.
+
+        ``warm``: the structure and identity terms are on (off at step 0); ``full``: the
+        whole-image terms are on. Terms that are off, or weighted 0, are zeros. Separate from
+        ``step`` so a caller can score a fixed draw (e.g. to compare precisions).
+        """
+        c = self.config
+        resolve = self.backbone.resolve_layer
+        l_struct, l_app, l_id = resolve(c.structure.layer), resolve(c.appearance.layer), resolve(c.identity.layer)
+        use_struct = warm and c.structure.weight != 0
+        use_id = warm and c.identity.weight != 0
 
         targets_in = [b_crop] + ([a_crop] if use_struct else [])
         with torch.no_grad():
@@ -325,21 +356,15 @@ class SpliceTrainer:
         ident = c.identity(outs[1][l_id], t_b[l_id]) if use_id else zero
         full_struct = full_app = zero
         if full:
-            index = self.full_keyframe_for_step(step)
+            index = self.full_keyframe_for_step(self.step_index)
             target_keys = self._full_structure_target(index)
             f_full = self._features([self.generator(self.keyframe(index))])[0]
             if c.full_structure_weight != 0:
                 full_struct = self_similarity_mse(f_full[l_struct].keys, target_keys)
             if c.full_appearance_weight != 0:
                 full_app = c.appearance(f_full[l_app], t_b[l_app])
-        total = (c.appearance.weight * app + c.structure.weight * struct + c.identity.weight * ident
-                 + c.full_structure_weight * full_struct + c.full_appearance_weight * full_app)
-
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
-        self._pending.append(torch.stack([total, struct, app, ident, full_struct, full_app]).detach())
-        self.step_index += 1
+        return {"structure": struct, "appearance": app, "identity": ident,
+                "full_structure": full_struct, "full_appearance": full_app}
 
     def flush_logs(self) -> dict[str, list[float]]:
         """Copy pending losses to the host (one sync) and check that they are finite.

@@ -15,18 +15,47 @@ from comfy_splice.backbone import (DINO_MODELS, WeightsError, build_backbone, di
                                    prepare, save_tiny_backbone, self_similarity)
 
 
-def _timm_reference(backbone, images):
-    """Block outputs and qkv keys of the last block from timm's own modules (hooks)."""
+def _timm_reference(backbone, images, pos_embed=None):
+    """Every block's output and qkv keys from timm's own modules (hooks), optionally with
+    given position embeddings in place of the native ones."""
     vit = backbone.vit
-    captured = {}
-    handle = vit.blocks[-1].attn.qkv.register_forward_hook(lambda m, i, o: captured.setdefault("qkv", o))
+    qkv: list[torch.Tensor] = []
+    handles = [block.attn.qkv.register_forward_hook(lambda m, i, o: qkv.append(o))
+               for block in vit.blocks]
+    outputs = []
     with torch.no_grad():
-        x = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
+        if pos_embed is None:
+            x = vit._pos_embed(vit.patch_embed(images))
+        else:
+            tokens = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
+            x = torch.cat((vit.cls_token.expand(len(images), -1, -1), tokens), 1) + pos_embed
+        x = vit.norm_pre(x)
         for block in vit.blocks:
             x = block(x)
-    handle.remove()
+            outputs.append(x)
+    for handle in handles:
+        handle.remove()
     c = x.shape[-1]
-    return x, captured["qkv"][..., c: 2 * c]
+    return outputs, [o[..., c: 2 * c] for o in qkv]
+
+
+def _dino_position_embedding(pos_embed, patch_size, height, width):
+    """DINO's interpolate_pos_encoding rule, written out independently for the tests.
+
+    Keep the table only if the patch count is the native one and the pixel height equals the
+    pixel width; else resample the native square grid bicubically with the scale factor
+    (grid + 0.1) / native side on each axis.
+    """
+    native = pos_embed.shape[1] - 1
+    rows, cols = height // patch_size, width // patch_size
+    if rows * cols == native and height == width:
+        return pos_embed
+    side = round(native ** 0.5)
+    table = pos_embed[0, 1:].reshape(side, side, -1).permute(2, 0, 1)[None]
+    resampled = F.interpolate(table, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
+                              mode="bicubic")
+    assert resampled.shape[-2:] == (rows, cols)
+    return torch.cat((pos_embed[:, :1], resampled[0].flatten(1).T[None]), 1)
 
 
 def test_architecture_is_inferred_from_the_state_dict(tmp_path: Path) -> None:
@@ -41,34 +70,48 @@ def test_architecture_is_inferred_from_the_state_dict(tmp_path: Path) -> None:
 
 def test_features_match_a_plain_timm_forward(tiny_backbone) -> None:
     images = torch.rand(2, 3, 224, 224)
-    block_out, keys = _timm_reference(tiny_backbone, images)
+    blocks, keys = _timm_reference(tiny_backbone, images)
     with torch.no_grad():
         feats = tiny_backbone.features(images, layers=(-1,))
     last = tiny_backbone.depth - 1
     assert set(feats) == {last}
-    torch.testing.assert_close(feats[last].cls, block_out[:, 0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(feats[last].keys, keys, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(feats[last].cls, blocks[-1][:, 0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(feats[last].keys, keys[-1], rtol=1e-5, atol=1e-5)
     assert feats[last].keys.shape == (2, 1 + 14 * 14, 64)
 
 
 def test_one_forward_serves_several_blocks(tiny_backbone) -> None:
+    images = torch.rand(1, 3, 224, 224)
+    blocks, keys = _timm_reference(tiny_backbone, images)
     with torch.no_grad():
-        feats = tiny_backbone.features(torch.rand(1, 3, 224, 224), layers=(0, -1))
+        feats = tiny_backbone.features(images, layers=(0, -1))
     assert set(feats) == {0, 1}
-    assert not torch.equal(feats[0].cls, feats[1].cls)
+    for index in (0, 1):
+        torch.testing.assert_close(feats[index].cls, blocks[index][:, 0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(feats[index].keys, keys[index], rtol=1e-5, atol=1e-5)
 
 
-def test_position_embedding_follows_dinos_rule(tiny_backbone) -> None:
+@pytest.mark.parametrize("size", [(224, 224), (224, 239), (239, 224), (232, 232), (240, 240),
+                                  (224, 300), (300, 224), (176, 480)])
+def test_position_embedding_follows_dinos_rule(tiny_backbone, size: tuple[int, int]) -> None:
+    """(224, 239) and (232, 232) both give the native 14x14 grid of the patch-16 ViT: DINO
+    resamples the first (not square in pixels) and keeps the second."""
     pos = tiny_backbone.vit.pos_embed
-    assert tiny_backbone._position_embedding(14, 14) is pos, "native square grid is used as is"
-    grid = tiny_backbone._position_embedding(14, 19)
-    assert grid.shape == (1, 1 + 14 * 19, 64)
-    # DINO passes the scale factor (n + 0.1) / 14, not the output size: sample positions differ
-    native = pos[:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
-    by_size = F.interpolate(native, size=(14, 19), mode="bicubic", align_corners=False)
-    by_size = by_size.permute(0, 2, 3, 1).reshape(1, -1, 64)
-    assert not torch.allclose(grid[:, 1:], by_size, atol=1e-6)
-    torch.testing.assert_close(grid[:, :1], pos[:, :1])
+    expected = _dino_position_embedding(pos, 16, *size)
+    got = tiny_backbone._position_embedding(*size)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    resampled = not (size[0] == size[1] and size[0] // 16 == 14)
+    assert resampled == (not torch.equal(got, pos))
+
+
+def test_non_square_input_with_the_native_grid_is_resampled_in_the_forward(tiny_backbone) -> None:
+    images = torch.rand(1, 3, 224, 235)
+    pos = _dino_position_embedding(tiny_backbone.vit.pos_embed, 16, 224, 235)
+    blocks, keys = _timm_reference(tiny_backbone, images[..., :224, :224], pos_embed=pos)
+    with torch.no_grad():
+        feats = tiny_backbone.features(images, layers=(-1,))
+    torch.testing.assert_close(feats[1].keys, keys[-1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(feats[1].cls, blocks[-1][:, 0], rtol=1e-5, atol=1e-5)
 
 
 def test_non_square_inputs_drop_partial_patches(tiny_backbone) -> None:

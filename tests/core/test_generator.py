@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from comfy_splice.generator import apply_generator, build_generator
@@ -39,10 +40,20 @@ def test_same_seed_same_weights_and_global_rng_untouched() -> None:
 
 
 @pytest.mark.parametrize("size", [(64, 64), (37, 101), (5, 7), (97, 33)])
-def test_any_size_comes_back_at_the_same_size(size: tuple[int, int]) -> None:
-    out = build_generator()(torch.rand(1, 3, *size))
+def test_any_size_is_padded_by_edge_replication_and_cropped_back(size: tuple[int, int]) -> None:
+    """Sizes off the 32 grid are centre-padded with replicated edges (at least 32 px) and the
+    output is the matching window of the padded image's output."""
+    gen = build_generator(seed=1)
+    image = torch.rand(1, 3, *size)
+    padded_h, padded_w = (max(32, -(-side // 32) * 32) for side in size)
+    top, left = (padded_h - size[0]) // 2, (padded_w - size[1]) // 2
+    padded = F.pad(image, (left, padded_w - size[1] - left, top, padded_h - size[0] - top),
+                   mode="replicate")
+    with torch.no_grad():
+        out = gen(image)
+        expected = gen(padded)[..., top: top + size[0], left: left + size[1]]
     assert out.shape == (1, 3, *size)
-    assert out.min() >= 0 and out.max() <= 1
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_batches_are_normalised_per_image() -> None:
