@@ -64,10 +64,10 @@ def _record_schedule(trainer: SpliceTrainer, steps: int) -> tuple[list[int], lis
 
     original_features = type(trainer.backbone).features
 
-    def features(self, images, layers=(-1,)):
+    def features(self, images, layers=(-1,), **kwargs):
         if not torch.is_grad_enabled():
             target_shapes.extend([tuple(images.shape[-2:])] * images.shape[0])
-        return original_features(self, images, layers)
+        return original_features(self, images, layers, **kwargs)
 
     trainer.augmenter.structure = structure  # type: ignore[method-assign]
     handle = trainer.generator.register_forward_pre_hook(pre_hook)
@@ -111,9 +111,9 @@ def test_a_step_with_keyframes_costs_what_a_single_pair_costs(tiny_backbone) -> 
         trainer = SpliceTrainer(tiny_backbone, _keyframes(k), appearance, config, "cpu")
         seen: list[tuple[int, bool]] = []
 
-        def counting(self, images, layers=(-1,), seen=seen):
+        def counting(self, images, layers=(-1,), seen=seen, **kwargs):
             seen.append((images.shape[0], torch.is_grad_enabled()))
-            return original(self, images, layers)
+            return original(self, images, layers, **kwargs)
 
         type(tiny_backbone).features = counting
         try:
