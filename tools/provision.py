@@ -44,7 +44,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator, NoReturn
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_REQUIREMENTS = REPO_ROOT / "tests" / "requirements.txt"
 PACK_REQUIREMENTS = REPO_ROOT / "requirements.txt"
 
@@ -60,7 +60,15 @@ MARKER = ".comfy-splice-complete"
 # Modules whose import proves the venv can run ComfyUI and the tests.
 VENV_CHECK = (
     "import torch, torchvision, torchsde, aiohttp, yaml, av, scipy, transformers, safetensors, "
-    "timm, PIL, psutil, pydantic_settings, comfyui_frontend_package, pytest, playwright, websocket"
+    "timm, PIL, psutil, pydantic_settings, comfyui_frontend_package, comfyui_workflow_templates, "
+    "comfyui_embedded_docs, kornia, spandrel, alembic, sqlalchemy, sentencepiece, "
+    "pytest, playwright, websocket\n"
+    # torchaudio is not built for our torch (see tests/requirements.txt): prove that the calls
+    # ComfyUI makes work with the torch installed, not only that the module imports.
+    "import torchaudio, torchaudio.functional as F, torchaudio.transforms as T\n"
+    "w = torch.randn(1, 4410)\n"
+    "assert F.resample(w, 44100, 16000).shape[-1] == 1600\n"
+    "assert T.MelSpectrogram(sample_rate=16000, n_mels=64)(w).shape[1] == 64\n"
 )
 
 DEFAULT_DINO_FILE = "dino_vitbase8_pretrain.pth"
