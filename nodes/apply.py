@@ -5,11 +5,9 @@ from __future__ import annotations
 from torch import Tensor
 
 from . import host
-from .api import io
+from .api import CATEGORY, io
 from .generators import check_generator, run_generator
 from .types import SpliceGenerator
-
-CATEGORY = "image/splice"
 
 
 class SpliceApply(io.ComfyNode):

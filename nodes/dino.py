@@ -7,12 +7,10 @@ import logging
 from ..comfy_splice.backbone import (WeightsError, download_weights, load_backbone,
                                      missing_weights_message, official_model)
 from . import paths
-from .api import io
+from .api import CATEGORY, io
 from .types import DinoHandle, SpliceDino
 
 log = logging.getLogger(__name__)
-
-CATEGORY = "image/splice"
 
 
 class SpliceLoadDINO(io.ComfyNode):

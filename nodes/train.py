@@ -16,13 +16,12 @@ from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
 from . import host
-from .api import io
+from .api import CATEGORY, io
 from .generators import run_generator
 from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "image/splice"
 DTYPES = ["auto", "bf16", "fp32"]
 MAX_STEPS = 100_000
 LOG_EVERY_MAX = 25

@@ -8,8 +8,8 @@ objects in a different look (a snowy night), so that a trained generator has som
 semantic to transfer. The video is a slow pan over a wider version of the structure scene, the
 "train once on one frame, apply to every frame" case.
 
-    python tests/browser/make_examples.py            # (re)write workflows/input/
-    python tests/browser/make_examples.py --check    # exit 1 if the files differ from a fresh draw
+    python -m tools.make_examples            # (re)write workflows/input/
+    python -m tools.make_examples --check    # exit 1 if the files differ from a fresh draw
 
 Run it with any Python that has numpy, Pillow and PyAV (the test venv has all three).
 """
@@ -30,7 +30,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 log = logging.getLogger("make_examples")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 INPUT_DIR = REPO_ROOT / "workflows" / "input"
 
 STRUCTURE = "splice_structure_village.png"

@@ -1,0 +1,356 @@
+"""The shipped workflows, described as data: nodes, widget values by name, links, groups.
+
+tools/build_workflows.py builds these in the real ComfyUI page; the browser tests read the same
+descriptions for names and for which nodes to run. Facts owned elsewhere are read from there:
+the DINO file and URL from comfy_splice.backbone, the example inputs from tools/make_examples.py,
+and the Train node's defaults from its schema (the page fills every widget not named here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
+from tools import make_examples
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+
+# The DINO weights every Splice workflow loads (the paper's ViT-B/8), where ComfyUI's
+# missing-models dialog should point.
+DINO_MODEL = {
+    "name": DINO_MODELS[DEFAULT_MODEL].file_name,
+    "url": DINO_MODELS[DEFAULT_MODEL].url,
+    "directory": "splice_dino",
+}
+SD15_CHECKPOINT = {
+    "name": "v1-5-pruned-emaonly-fp16.safetensors",
+    "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
+           "v1-5-pruned-emaonly-fp16.safetensors?download=true",
+    "directory": "checkpoints",
+}
+TILE_CONTROLNET = {
+    "name": "control_v11f1e_sd15_tile_fp16.safetensors",
+    "url": "https://huggingface.co/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
+           "control_v11f1e_sd15_tile_fp16.safetensors",
+    "directory": "controlnet",
+}
+# What Save Splice Generator writes first with the prefix used in the video workflow
+# (output/splice/village_winter_00001_.safetensors); the user moves it to models/splice_generators.
+GENERATOR_FILE = "village_winter_00001_.safetensors"
+
+MODE_ALWAYS, MODE_NEVER = 0, 2
+
+
+@dataclass
+class NodeSpec:
+    key: str
+    type: str
+    pos: tuple[float, float]
+    widgets: dict[str, Any] = field(default_factory=dict)
+    title: str | None = None
+    size: tuple[float, float] | None = None
+    mode: int = MODE_ALWAYS
+    models: list[dict[str, str]] | None = None
+    color: str | None = None
+    bgcolor: str | None = None
+
+
+@dataclass
+class GroupSpec:
+    title: str
+    members: list[str]
+    color: str = "#3f789e"
+
+
+@dataclass
+class WorkflowSpec:
+    name: str
+    description: str
+    nodes: list[NodeSpec]
+    links: list[tuple[str, str, str, str]]  # (from key, output name, to key, input name)
+    groups: list[GroupSpec] = field(default_factory=list)
+    needs_checkpoint: bool = False
+    # For the browser tests: the nodes whose images must show after a run, and the muted
+    # nodes a user switches on after the first run (the video workflow's group 2).
+    expect_images: list[str] = field(default_factory=list)
+    unmute_for_test: list[str] = field(default_factory=list)
+
+    def node(self, key: str) -> NodeSpec:
+        return next(n for n in self.nodes if n.key == key)
+
+    def node_id(self, key: str) -> int:
+        """The node's id in the saved file: ComfyUI numbers nodes 1, 2, ... in creation order."""
+        return [n.key for n in self.nodes].index(key) + 1
+
+    @property
+    def json_path(self) -> Path:
+        return WORKFLOWS_DIR / f"{self.name}.json"
+
+    @property
+    def thumbnail_path(self) -> Path:
+        return WORKFLOWS_DIR / f"{self.name}.jpg"
+
+
+# ------------------------------------------------------------------------------------------
+# The graphs. Node keys are local names; ComfyUI numbers nodes in creation order, so the ids
+# in the files follow the order of `nodes` (1, 2, ...).
+
+# Only what differs from the node's defaults: every other Train widget keeps the value its schema
+# gives it in the page. The seed stays fixed so a re-run is cached, not retrained.
+TRAIN_WIDGETS: dict[str, Any] = {"control_after_generate": "fixed"}
+
+NOTE_COLOR, NOTE_BG = "#432", "#653"
+
+SPLICE_NOTE = """## Splice: semantic appearance transfer
+
+Trains a small generator on **one pair**: the output keeps the layout of the *structure* image and
+takes the look of the *appearance* image (Tumanyan et al., CVPR 2022).
+
+**Weights:** put `{dino_name}` (ViT-B/8, 330 MB,
+{dino_url})
+in `ComfyUI/models/splice_dino/`, or switch on *download_if_missing*.
+
+**Inputs:** copy the example images from this pack's `workflows/input/` into `ComfyUI/input/`,
+or load your own.
+
+2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first.""".format(
+    dino_name=DINO_MODEL["name"], dino_url=DINO_MODEL["url"])
+
+
+# Layout: columns and rows in canvas units (node pos is the body's top-left; titles sit above).
+X_NOTE, X_INPUT, X_DINO, X_TRAIN, X_APPLY, X_SAVE = 0, 400, 780, 1160, 1540, 1900
+Y_LOWER = 1000  # second band (video / diffusion), below the inputs
+
+
+def _splice_core() -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
+    """Inputs, DINO-ViT, both losses and Train Generator (shared by every workflow)."""
+    nodes = [
+        NodeSpec("structure", "LoadImage", (X_INPUT, 0), {"image": make_examples.STRUCTURE},
+                 title="Structure image (layout to keep)", size=(320, 380)),
+        NodeSpec("appearance", "LoadImage", (X_INPUT, 460), {"image": make_examples.APPEARANCE},
+                 title="Appearance image (look to transfer)", size=(320, 380)),
+        NodeSpec("dino", "SpliceLoadDINO", (X_DINO, 0),
+                 {"model_name": DINO_MODEL["name"], "download_if_missing": False},
+                 size=(320, 82), models=[DINO_MODEL]),
+        NodeSpec("structure_loss", "SpliceStructureLoss", (X_DINO, 140), {"weight": 1.0, "block": -1},
+                 size=(320, 82)),
+        NodeSpec("appearance_loss", "SpliceAppearanceLoss", (X_DINO, 280), {"weight": 10.0, "block": -1},
+                 size=(320, 82)),
+        NodeSpec("train", "SpliceTrainGenerator", (X_TRAIN, 0), dict(TRAIN_WIDGETS), size=(320, 286)),
+    ]
+    links = [
+        ("dino", "dino", "structure_loss", "dino"),
+        ("dino", "dino", "appearance_loss", "dino"),
+        ("structure", "IMAGE", "train", "structure"),
+        ("appearance", "IMAGE", "train", "appearance"),
+        ("structure_loss", "structure_loss", "train", "structure_loss"),
+        ("appearance_loss", "appearance_loss", "train", "appearance_loss"),
+    ]
+    return nodes, links
+
+
+def _note(text: str, height: float) -> NodeSpec:
+    return NodeSpec("note", "MarkdownNote", (X_NOTE, 0), {"text": text}, title="Read me", size=(340, height),
+                    color=NOTE_COLOR, bgcolor=NOTE_BG)
+
+
+def basic_workflow() -> WorkflowSpec:
+    nodes, links = _splice_core()
+    nodes = [_note(SPLICE_NOTE + """
+
+**This graph:** *Train Generator* learns the pair, *Splice Output* applies the trained generator
+to the structure image, *Plot Loss Graph* draws the loss curve, and *Visualize Structure* shows
+what the structure loss compares (the main components of DINO's key self-similarity).""", 460)] + nodes + [
+        NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4}, size=(300, 102)),
+        NodeSpec("save", "SaveImage", (X_SAVE, 0), {"filename_prefix": "splice/result"}, size=(420, 400)),
+        NodeSpec("loss_plot", "LossGraphNode", (X_APPLY, 180), {"filename_prefix": "splice/loss"},
+                 size=(300, 300)),
+        NodeSpec("visualize", "SpliceVisualizeStructure", (X_DINO, 520), {"block": -1}, size=(320, 82)),
+        NodeSpec("visualize_preview", "PreviewImage", (X_DINO, 640), {}, title="Structure (self-similarity PCA)",
+                 size=(320, 300)),
+    ]
+    links += [
+        ("train", "generator", "apply", "generator"),
+        ("structure", "IMAGE", "apply", "images"),
+        ("apply", "image", "save", "images"),
+        ("train", "loss_history", "loss_plot", "loss"),
+        ("dino", "dino", "visualize", "dino"),
+        ("structure", "IMAGE", "visualize", "image"),
+        ("visualize", "visualization", "visualize_preview", "images"),
+    ]
+    groups = [
+        GroupSpec("Inputs", ["structure", "appearance"], "#8A8"),
+        GroupSpec("DINO-ViT and losses", ["dino", "structure_loss", "appearance_loss"], "#88A"),
+        GroupSpec("What the structure loss sees", ["visualize", "visualize_preview"], "#a1309b"),
+        GroupSpec("Train and apply", ["train", "apply", "save", "loss_plot"], "#b58b2a"),
+    ]
+    return WorkflowSpec(
+        "splice_basic",
+        "Splice: train a generator on one structure/appearance pair, save the result, plot the loss "
+        "and visualise the structure DINO sees.",
+        nodes, links, groups,
+        expect_images=["save", "loss_plot", "visualize_preview"])
+
+
+def video_workflow() -> WorkflowSpec:
+    nodes, links = _splice_core()
+    y = Y_LOWER
+    nodes = [_note(SPLICE_NOTE + f"""
+
+**This graph: train once, apply to many.**
+1. Run it as it is: group 1 trains on the pair and *Save Splice Generator* writes
+   `output/splice/village_winter_00001_.safetensors`.
+2. Move that file to `ComfyUI/models/splice_generators/` (press *r* to refresh the lists).
+3. Group 2 is muted: right-click it, *Set Group Nodes to Always*. It loads the generator and
+   applies it to every frame of a video (`{make_examples.VIDEO}` from `workflows/input/`),
+   saving the frames and an MP4. Mute group 1 to skip training on later runs.
+
+Applying a trained generator costs one forward pass per frame.""", 640)] + nodes + [
+        NodeSpec("save_generator", "SpliceSaveGenerator", (X_APPLY, 0), {"filename_prefix": "splice/village_winter"},
+                 size=(320, 82)),
+        NodeSpec("train_preview", "PreviewImage", (X_APPLY, 160), {}, title="Result on the structure image",
+                 size=(320, 300)),
+        NodeSpec("load_video", "LoadVideo", (X_INPUT, y), {"file": make_examples.VIDEO}, title="Video frames",
+                 size=(320, 380), mode=MODE_NEVER),
+        NodeSpec("components", "GetVideoComponents", (X_DINO, y), {}, size=(320, 86), mode=MODE_NEVER),
+        NodeSpec("load_generator", "SpliceLoadGenerator", (X_DINO, y + 150), {"generator_name": GENERATOR_FILE},
+                 size=(320, 58), mode=MODE_NEVER),
+        NodeSpec("apply", "SpliceApply", (X_TRAIN, y), {"batch_size": 4}, size=(320, 102), mode=MODE_NEVER),
+        NodeSpec("create_video", "CreateVideo", (X_TRAIN, y + 160), {"fps": 8.0}, size=(320, 78),
+                 mode=MODE_NEVER),
+        NodeSpec("save_frames", "SaveImage", (X_APPLY, y), {"filename_prefix": "splice/frames"},
+                 title="Translated frames", size=(420, 380), mode=MODE_NEVER),
+        NodeSpec("save_video", "SaveVideo", (X_TRAIN, y + 290),
+                 {"filename_prefix": "splice/video", "format": "auto", "codec": "auto"},
+                 size=(320, 420), mode=MODE_NEVER),
+    ]
+    links += [
+        ("train", "generator", "save_generator", "generator"),
+        ("train", "result", "train_preview", "images"),
+        ("load_video", "VIDEO", "components", "video"),
+        ("load_generator", "generator", "apply", "generator"),
+        ("components", "images", "apply", "images"),
+        ("apply", "image", "save_frames", "images"),
+        ("apply", "image", "create_video", "images"),
+        ("components", "fps", "create_video", "fps"),
+        ("create_video", "VIDEO", "save_video", "video"),
+    ]
+    group2 = ["load_video", "components", "load_generator", "apply", "create_video", "save_frames", "save_video"]
+    groups = [
+        GroupSpec("1. Train once and save the generator",
+                  ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train",
+                   "save_generator", "train_preview"], "#b58b2a"),
+        GroupSpec("2. Apply the saved generator to every frame (muted: see the note)", group2, "#3f789e"),
+    ]
+    return WorkflowSpec(
+        "splice_train_once_apply_to_video",
+        "Train a Splice generator once and save it; load it and apply it to every frame of a video.",
+        nodes, links, groups,
+        expect_images=["train_preview", "save_frames"], unmute_for_test=group2)
+
+
+DIFFUSION_PROMPT = ("a snowy village at night, a cosy cottage with warm light in the windows, snow on the "
+                    "roof and the hills, pine tree, starry sky, detailed illustration")
+NEGATIVE_PROMPT = "blurry, low quality, watermark, text"
+
+
+def _diffusion_tail(controlnet: bool) -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
+    """Splice Output -> VAE Encode -> KSampler -> VAE Decode -> SaveImage (SD 1.5 checkpoint)."""
+    y = Y_LOWER
+    nodes = [
+        NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4}, size=(300, 102)),
+        NodeSpec("splice_preview", "PreviewImage", (X_SAVE, 0), {}, title="Splice output (before diffusion)",
+                 size=(420, 380)),
+        NodeSpec("checkpoint", "CheckpointLoaderSimple", (X_INPUT, y), {"ckpt_name": SD15_CHECKPOINT["name"]},
+                 size=(320, 98), models=[SD15_CHECKPOINT]),
+        NodeSpec("positive", "CLIPTextEncode", (X_DINO, y), {"text": DIFFUSION_PROMPT}, title="Positive prompt",
+                 size=(320, 180)),
+        NodeSpec("negative", "CLIPTextEncode", (X_DINO, y + 240), {"text": NEGATIVE_PROMPT}, title="Negative prompt",
+                 size=(320, 120)),
+        NodeSpec("encode", "VAEEncode", (X_TRAIN, y + (300 if controlnet else 0)), {}, size=(320, 46)),
+        NodeSpec("sampler", "KSampler", (X_APPLY, y),
+                 {"seed": 0, "control_after_generate": "fixed", "steps": 20, "cfg": 7.0, "sampler_name": "euler",
+                  "scheduler": "normal", "denoise": 0.75 if controlnet else 0.5}, size=(300, 262)),
+        NodeSpec("decode", "VAEDecode", (X_SAVE, y), {}, size=(220, 46)),
+        NodeSpec("save", "SaveImage", (X_SAVE, y + 110),
+                 {"filename_prefix": "splice/controlnet_tile" if controlnet else "splice/img2img"},
+                 size=(420, 380)),
+    ]
+    links = [
+        ("train", "generator", "apply", "generator"),
+        ("structure", "IMAGE", "apply", "images"),
+        ("apply", "image", "splice_preview", "images"),
+        ("checkpoint", "CLIP", "positive", "clip"),
+        ("checkpoint", "CLIP", "negative", "clip"),
+        ("apply", "image", "encode", "pixels"),
+        ("checkpoint", "VAE", "encode", "vae"),
+        ("checkpoint", "MODEL", "sampler", "model"),
+        ("encode", "LATENT", "sampler", "latent_image"),
+        ("sampler", "LATENT", "decode", "samples"),
+        ("checkpoint", "VAE", "decode", "vae"),
+        ("decode", "IMAGE", "save", "images"),
+    ]
+    if controlnet:
+        nodes += [
+            NodeSpec("controlnet", "ControlNetLoader", (X_INPUT, y + 170),
+                     {"control_net_name": TILE_CONTROLNET["name"]}, size=(320, 58), models=[TILE_CONTROLNET]),
+            NodeSpec("apply_controlnet", "ControlNetApplyAdvanced", (X_TRAIN, y),
+                     {"strength": 0.8, "start_percent": 0.0, "end_percent": 1.0}, size=(320, 186)),
+        ]
+        links += [
+            ("positive", "CONDITIONING", "apply_controlnet", "positive"),
+            ("negative", "CONDITIONING", "apply_controlnet", "negative"),
+            ("controlnet", "CONTROL_NET", "apply_controlnet", "control_net"),
+            ("apply", "image", "apply_controlnet", "image"),
+            ("checkpoint", "VAE", "apply_controlnet", "vae"),
+            ("apply_controlnet", "positive", "sampler", "positive"),
+            ("apply_controlnet", "negative", "sampler", "negative"),
+        ]
+    else:
+        links += [
+            ("positive", "CONDITIONING", "sampler", "positive"),
+            ("negative", "CONDITIONING", "sampler", "negative"),
+        ]
+    return nodes, links
+
+
+def diffusion_workflow(controlnet: bool) -> WorkflowSpec:
+    core, core_links = _splice_core()
+    tail, tail_links = _diffusion_tail(controlnet)
+    if controlnet:
+        how = """**This graph: Splice, then diffusion guided by a Tile ControlNet.** The Splice output is
+both the img2img start (denoise 0.75) and the control image of the SD 1.5 *tile* ControlNet
+(`control_v11f1e_sd15_tile_fp16.safetensors` in `models/controlnet/`), which holds the layout
+and colours while the sampler adds detail. Lower *strength* or raise *denoise* for more freedom."""
+    else:
+        how = """**This graph: Splice, then img2img.** The Splice output is encoded with the checkpoint's
+VAE and re-sampled at denoise 0.5: Splice decides the layout and colours, diffusion adds detail
+and texture. Pick any SD 1.5 checkpoint in *Load Checkpoint* (the default is
+`v1-5-pruned-emaonly-fp16.safetensors`); raise denoise for more change."""
+    nodes = [_note(SPLICE_NOTE + "\n\n" + how, 560)] + core + tail
+    splice_members = ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train", "apply",
+                      "splice_preview"]
+    diffusion_members = ["checkpoint", "positive", "negative", "encode", "sampler", "decode", "save"]
+    if controlnet:
+        diffusion_members += ["controlnet", "apply_controlnet"]
+    groups = [GroupSpec("Splice", splice_members, "#b58b2a"),
+              GroupSpec("Diffusion (SD 1.5" + (", Tile ControlNet)" if controlnet else " img2img)"),
+                        diffusion_members, "#3f789e")]
+    return WorkflowSpec(
+        "splice_then_controlnet_tile" if controlnet else "splice_then_img2img",
+        ("Splice, then SD 1.5 img2img guided by a Tile ControlNet fed with the Splice output."
+         if controlnet else "Splice, then SD 1.5 img2img at denoise 0.5 on the Splice output."),
+        nodes, core_links + tail_links, groups, needs_checkpoint=True,
+        expect_images=["splice_preview"])
+
+
+def all_workflows() -> list[WorkflowSpec]:
+    return [basic_workflow(), video_workflow(), diffusion_workflow(controlnet=False),
+            diffusion_workflow(controlnet=True)]
+
+
+WORKFLOWS = all_workflows()
