@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Provision everything the tests and `make run` need, on a fresh machine.
 
-Standard library only: this runs with the system ``python3`` before any venv exists.
+Standard library only: this runs with the system ``python3`` before any venv exists, as
+``python3 tools/provision.py <command>`` or ``python3 -m tools.provision <command>``. Only
+``weights`` needs the venv (it reads the default DINO file and URL from comfy_splice.backbone).
 
 Subcommands (each idempotent, and fast when already done):
 
