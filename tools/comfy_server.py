@@ -84,7 +84,7 @@ class ComfyServer:
     watches and stops the process.
 
     ``workdir`` gets: base/ (custom_nodes/comfy-splice -> this repo), input/, output/, temp/,
-    user/, models/splice_dino/, models/splice_generators/, extra_model_paths.yaml, server.log.
+    user/ (with the server's database), models/splice_dino/, models/splice_generators/, extra_model_paths.yaml, server.log.
     """
 
     def __init__(self, workdir: Path, comfyui: Path | None = None, python: str | None = None,
@@ -139,6 +139,9 @@ class ComfyServer:
             "--output-directory", str(self.output_dir),
             "--temp-directory", str(self.temp_dir),
             "--user-directory", str(self.user_dir),
+            # ComfyUI's default database lies in its own folder (ComfyUI/user/comfyui.db), shared
+            # by every server and absent from a fresh copy: each server keeps its own.
+            "--database-url", f"sqlite:///{self.user_dir / 'comfyui.db'}",
             "--extra-model-paths-config", str(self.extra_model_paths),
             *self.extra_args,
         ]

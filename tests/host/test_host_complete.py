@@ -14,9 +14,10 @@ from tools import provision
 from tools.comfy_server import REPO_ROOT, ComfyServer
 
 # What ComfyUI logs when a module or a dependency is missing (nodes.py, app/database/db.py,
-# and the "torchaudio missing, ... will be broken" warnings of comfy/ldm).
+# the "torchaudio missing, ... will be broken" warnings of comfy/ldm) or its database fails.
 FAILURE = re.compile(r"IMPORT FAILED|did not import correctly|Cannot import .* module|"
-                     r"Error importing dependencies|missing, .* will be broken")
+                     r"Error importing dependencies|missing, .* will be broken|"
+                     r"Failed to initialize database")
 # Core nodes that artists chain with Splice, each from a module that needs one of ComfyUI's
 # optional requirements (spandrel, kornia, torchaudio).
 CORE_NODES = {"UpscaleModelLoader": "spandrel", "Canny": "kornia", "Morphology": "kornia",
