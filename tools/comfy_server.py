@@ -84,7 +84,8 @@ class ComfyServer:
     watches and stops the process.
 
     ``workdir`` gets: base/ (custom_nodes/comfy-splice -> this repo), input/, output/, temp/,
-    user/ (with the server's database), models/splice_dino/, models/splice_generators/, extra_model_paths.yaml, server.log.
+    user/ (with the server's database), models/splice_dino/, models/splice_generators/,
+    extra_model_paths.yaml, server.log.
     """
 
     def __init__(self, workdir: Path, comfyui: Path | None = None, python: str | None = None,
