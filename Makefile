@@ -1,5 +1,5 @@
 # comfy-splice: provisioning, tests and a local ComfyUI.
-#   make setup   venv (torch, ComfyUI deps, test tools), ComfyUI 0.3.75, Chromium
+#   make setup   venv (torch, ComfyUI's requirements, test tools), ComfyUI 0.3.75, Chromium
 #   make test    setup, then the whole test suite
 #   make run     start ComfyUI with this pack installed (PORT=8188 LISTEN=127.0.0.1)
 # Environment: COMFY_SPLICE_CACHE (default ~/.cache/comfy-splice), COMFYUI_PATH (your own ComfyUI).
@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 # Extra ComfyUI arguments for `make run`, e.g. COMFY_ARGS='--cache-lru 10'
 COMFY_ARGS ?=
 
-PROVISION := $(PYTHON) tests/host/provision.py
+# Standard library only: runs with the system python before the venv exists.
+PROVISION := $(PYTHON) tools/provision.py
 
 .PHONY: setup test run
 
@@ -20,8 +21,7 @@ setup:
 	$(PROVISION) all
 
 test: setup
-	@$(PROVISION) weights
-	@VENV_PYTHON="$$($(PROVISION) venv)" && set -x && \
+	@VENV_PYTHON="$$($(PROVISION) venv)" && "$$VENV_PYTHON" -m tools.provision weights && set -x && \
 	"$$VENV_PYTHON" -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 run:

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmark scripts in bench/.
+"""Helpers shared by the benchmark scripts in bench/ (run them from the repository root as
+modules, ``python -m bench.bench_train``, so ``comfy_splice`` and ``bench`` import as they are).
 
 Kept free of module-level torch imports so that a script can decide which devices torch may
 see (``CUDA_VISIBLE_DEVICES``) before torch initialises: the reference implementation picks
@@ -12,9 +13,10 @@ import platform
 import resource
 import statistics
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -48,13 +50,6 @@ def hide_cuda_if_cpu_requested(argv: Sequence[str], default: str = "auto") -> No
             value = arg.split("=", 1)[1]
     if value == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-
-
-def add_repo_root_to_path() -> None:
-    """Make ``comfy_splice`` importable when a script is run as ``python bench/x.py``."""
-    root = str(REPO_ROOT)
-    if root not in sys.path:
-        sys.path.insert(0, root)
 
 
 def _first_image(folder: Path) -> Path:
@@ -207,43 +202,55 @@ def resolve_devices(choice: str) -> list[str]:
 
 def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor", device: str,
                dtype: str = "auto", seed: int = 0) -> Any:
-    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE)."""
-    add_repo_root_to_path()
+    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE).
+
+    Configured without full-image steps (``full_image_every=0``), so that every step after the
+    trainer's warm-up is a regular one: the benchmarks time the trainer's own ``step()`` and
+    need no copy of its schedule. Warm up for at least ``WARMUP_STEPS`` untimed steps."""
     from comfy_splice.backbone import build_backbone
     from comfy_splice.train import SpliceTrainer, TrainConfig
 
     backbone = build_backbone(model, device=device, seed=seed)
-    config = TrainConfig(seed=seed, dtype=dtype)
+    config = TrainConfig(seed=seed, dtype=dtype, full_image_every=0)
     return SpliceTrainer(backbone, structure, appearance, config, device)
 
 
-def ours_next_is_regular(trainer: Any) -> bool:
-    """False when the next step is step 0 or a full-image step (every ``full_image_every``)."""
-    every = trainer.config.full_image_every
-    index = trainer.step_index
-    return index >= trainer.config.warmup_steps and not (every > 0 and index % every == 0)
+def ours_warmup_steps() -> int:
+    """Steps before ours runs regular steps (step 0 is appearance-only): TrainConfig's value."""
+    from comfy_splice.train import TrainConfig
+
+    return TrainConfig().warmup_steps
 
 
-def time_ours(trainer: Any, steps: int, device: str) -> list[float]:
-    """Wall time of ``steps`` regular steps of ours (others run untimed, as for the reference).
+@dataclass(frozen=True)
+class Timing:
+    """Per-step wall seconds of a timed block, and its process CPU seconds per step."""
 
-    The losses SpliceTrainer queues on the device are flushed after the block, outside the
-    timing; its own training loop flushes every 25 steps, which costs one small copy.
+    walls: list[float]
+    cpu_per_step: float
+
+
+def time_steps(step: Callable[[], None], count: int, device: str,
+               is_regular: Callable[[], bool] | None = None) -> Timing:
+    """The one timing loop: ``count`` timed calls of ``step``, synchronised with the device.
+
+    ``is_regular`` (optional) says whether the next call is one to time; the others run untimed
+    (the reference's full-image steps). CPU time is a second opinion: other processes on a
+    shared machine steal wall time, but CPU time only counts this process's own work.
     """
-    import time
-
-    times: list[float] = []
-    while len(times) < steps:
-        if not ours_next_is_regular(trainer):
-            trainer.step()
+    walls: list[float] = []
+    cpu = 0.0
+    while len(walls) < count:
+        if is_regular is not None and not is_regular():
+            step()
             continue
         sync(device)
-        start = time.perf_counter()
-        trainer.step()
+        cpu_start, start = time.process_time(), time.perf_counter()
+        step()
         sync(device)
-        times.append(time.perf_counter() - start)
-    trainer.flush_logs()
-    return times
+        walls.append(time.perf_counter() - start)
+        cpu += time.process_time() - cpu_start
+    return Timing(walls, cpu / max(count, 1))
 
 
 def sync(device: str) -> None:

@@ -24,8 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (bench/ helper, found through the line above)
+from bench import _common
 
 _RESULT_PREFIX = "BENCH_RESULT "
 
@@ -115,7 +114,6 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
 
 def main(argv: list[str]) -> None:
     args = _parse_args(argv)
-    _common.add_repo_root_to_path()
     if args.one:
         print(_RESULT_PREFIX + json.dumps(run_one(args)), flush=True)
         return
@@ -128,7 +126,7 @@ def main(argv: list[str]) -> None:
     for device in _common.resolve_devices(args.device):
         for model in args.models:
             for count in args.counts:
-                command = [sys.executable, __file__, *argv, "--one", device, model, str(count)]
+                command = [sys.executable, "-m", "bench.bench_cosegment", *argv, "--one", device, model, str(count)]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 lines = [l for l in done.stdout.splitlines() if l.startswith(_RESULT_PREFIX)]
                 if done.returncode or not lines:

@@ -16,8 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (bench/ helper, found through the line above)
+from bench import _common
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -32,7 +31,6 @@ def main(argv: list[str] | None = None) -> int:
                         default=[(512, 384), (1280, 720), (1920, 1080), (3840, 2160)])
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    _common.add_repo_root_to_path()
     import torch
 
     print(_common.machine_line())

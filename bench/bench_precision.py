@@ -26,16 +26,14 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (bench/ helper, found through the line above)
+from bench import _common
 
-_common.add_repo_root_to_path()
 
-import torch  # noqa: E402
+import torch
 
-from comfy_splice.augment import PairAugmenter  # noqa: E402
-from comfy_splice.backbone import build_backbone  # noqa: E402
-from comfy_splice.train import SpliceTrainer, TrainConfig  # noqa: E402
+from comfy_splice.augment import PairAugmenter
+from comfy_splice.backbone import build_backbone
+from comfy_splice.train import SpliceTrainer, TrainConfig
 
 VARIANTS = {"bf16-fp32keys": (torch.bfloat16, True), "bf16": (torch.bfloat16, False)}
 TERMS = ("structure", "appearance", "identity", "full_structure", "full_appearance")

@@ -5,7 +5,7 @@ For each (device, model, size) this runs SpliceTrainer.step() on a random-init D
 warm-up, min/max, peak memory and the 2000-step projection. Every configuration runs in its
 own child process, so its peak RSS is its own (ru_maxrss only ever grows within a process).
 
-    python bench/bench_train.py --models dino_vits8 dino_vitb8 --sizes 256 512 --steps 5
+    python -m bench.bench_train --models dino_vits8 dino_vitb8 --sizes 256 512 --steps 5
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (bench/ helper, found through the line above)
+from bench import _common
 
 MODELS = ["dino_vits8", "dino_vitb8", "dino_vits16", "dino_vitb16"]
 _RESULT_PREFIX = "BENCH_RESULT "
@@ -25,7 +23,8 @@ _RESULT_PREFIX = "BENCH_RESULT "
 REGULAR_STEP_NOTE = (
     "regular step = SpliceTrainer.step(): augment on the device, G on A' and B', one no-grad "
     "ViT forward (batch of 2) for the targets, one ViT forward with grad (batch of 2), losses, "
-    "backward, Adam; step 0 and the full-image steps (every 75) run untimed"
+    "backward, Adam; the warm-up (step 0 included) runs untimed, and the trainer runs no "
+    "full-image steps (full_image_every=0)"
 )
 
 
@@ -71,7 +70,8 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         allocated_before = torch.cuda.memory_allocated() / 2**20
-    times = _common.time_ours(trainer, args.steps, device)
+    times = _common.time_steps(trainer.step, args.steps, device).walls
+    trainer.flush_logs()  # the losses queued on the device, outside the timing
     stats = _common.Stats.of(times)
     result: dict[str, object] = {
         "device": device, "model": model, "size": size,
@@ -108,6 +108,8 @@ def format_result(r: dict[str, object], warmup: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parse_args(argv)
+    if args.warmup < _common.ours_warmup_steps():
+        raise SystemExit(f"--warmup must be at least {_common.ours_warmup_steps()} (step 0 is not a regular step)")
     if args.one:
         print(_RESULT_PREFIX + json.dumps(run_one(args)), flush=True)
         return 0
@@ -124,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     for device in devices:
         for model in args.models:
             for size in args.sizes:
-                command = [sys.executable, str(Path(__file__).resolve()), "--one", device, model,
+                command = [sys.executable, "-m", "bench.bench_train", "--one", device, model,
                            str(size), "--steps", str(args.steps), "--warmup", str(args.warmup),
                            "--dtype", args.dtype, "--seed", str(args.seed)]
                 if args.threads is not None:
                     command += ["--threads", str(args.threads)]
                 if args.pair:
                     command += ["--pair", args.pair]
-                proc = subprocess.run(command, capture_output=True, text=True, check=False)
+                proc = subprocess.run(command, capture_output=True, text=True, check=False,
+                                      cwd=_common.REPO_ROOT)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(_RESULT_PREFIX)]
                 if proc.returncode != 0 or not lines:
                     failures += 1

@@ -5,7 +5,7 @@ compared. This script builds both trainers once (same pair, same size, same devi
 and then runs blocks of k regular steps: reference, ours, reference, ours, ... Each round's
 ratio compares two blocks measured back to back; the median over rounds is the figure.
 
-    python bench/bench_vs_reference.py --reference-dir ~/src/Splice --dino-dir ~/src/dino \
+    python -m bench.bench_vs_reference --reference-dir ~/src/Splice --dino-dir ~/src/dino \
         --models dino_vitb8 --size 512 --rounds 3 --steps-per-round 3
 """
 
@@ -15,13 +15,11 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (bench/ helpers, found through the line above)
-import reference as ref  # noqa: E402
+from bench import _common
+from bench import reference as ref
 
 
 def _parse_args(argv: list[str]) -> argparse.Namespace:
@@ -45,28 +43,6 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--require", type=float, default=None,
                         help="exit with status 1 when the median ratio is below this")
     return parser.parse_args(argv)
-
-
-def _block(step: Callable[[], None], is_regular: Callable[[], bool], k: int,
-           device: str) -> tuple[list[float], float]:
-    """k timed regular steps: (wall seconds per step, process CPU seconds per step).
-
-    CPU time is printed as a second opinion: other processes on a shared machine steal wall
-    time from both sides, but CPU time only counts this process's own work.
-    """
-    walls: list[float] = []
-    cpu = 0.0
-    while len(walls) < k:
-        if not is_regular():
-            step()
-            continue
-        _common.sync(device)
-        cpu_start, start = time.process_time(), time.perf_counter()
-        step()
-        _common.sync(device)
-        walls.append(time.perf_counter() - start)
-        cpu += time.process_time() - cpu_start
-    return walls, cpu / k
 
 
 def compare(model: str, args: argparse.Namespace, reference_dir: Path, dino_dir: Path,
@@ -95,11 +71,12 @@ def compare(model: str, args: argparse.Namespace, reference_dir: Path, dino_dir:
     all_ref: list[float] = []
     all_ours: list[float] = []
     for round_index in range(1, args.rounds + 1):
-        ref_times, ref_cpu = _block(reference.step, reference.next_is_regular,
-                                    args.steps_per_round, args.device)
-        our_times, our_cpu = _block(ours.step, lambda: _common.ours_next_is_regular(ours),
-                                    args.steps_per_round, args.device)
+        ref_timing = _common.time_steps(reference.step, args.steps_per_round, args.device,
+                                        is_regular=reference.next_is_regular)
+        our_timing = _common.time_steps(ours.step, args.steps_per_round, args.device)
         ours.flush_logs()
+        ref_times, ref_cpu = ref_timing.walls, ref_timing.cpu_per_step
+        our_times, our_cpu = our_timing.walls, our_timing.cpu_per_step
         ref_median, our_median = statistics.median(ref_times), statistics.median(our_times)
         ratios.append(ref_median / our_median)
         cpu_ratios.append(ref_cpu / our_cpu)
@@ -125,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _common.hide_cuda_if_cpu_requested(argv, default="cpu")
     args = _parse_args(argv)
+    if args.warmup < _common.ours_warmup_steps():
+        raise SystemExit(f"--warmup must be at least {_common.ours_warmup_steps()} (step 0 is not a regular step)")
     reference_dir = ref.resolve_reference_dir(args.reference_dir)
     dino_dir = ref.resolve_dino_dir(args.dino_dir)
     structure_path, appearance_path, pair_name = _common.find_pair_files(args.pair, reference_dir)

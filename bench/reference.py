@@ -23,17 +23,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.machinery
+import importlib.util
 import os
 import random
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402  (bench/ helper, found through the line above)
+from bench import _common
 
 REFERENCE_URL = "https://github.com/omerbt/Splice"
 DINO_URL = "https://github.com/facebookresearch/dino"
@@ -134,8 +134,16 @@ def _import_reference(reference_dir: Path) -> dict[str, Any]:
             origin = Path(getattr(module, "__file__", "") or "").resolve()
             if reference_dir not in origin.parents:
                 raise SystemExit(f"a foreign module named {name!r} is already imported ({origin})")
-    if str(reference_dir) not in sys.path:
-        sys.path.insert(0, str(reference_dir))
+        if module is None:
+            # Found in the checkout only (not on the import path) and registered under its own
+            # name, so the reference's absolute imports (`from util.util import ...`) resolve.
+            spec = importlib.machinery.PathFinder.find_spec(name, [str(reference_dir)])
+            if spec is None:
+                raise SystemExit(f"{reference_dir} has no package {name!r}: not an omerbt/Splice checkout")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            assert spec.loader is not None
+            spec.loader.exec_module(module)
     return {
         "dataset": importlib.import_module("data.Dataset"),
         "model": importlib.import_module("models.model"),
@@ -222,21 +230,6 @@ class ReferenceTrainer:
         self._save_result(output[0], self.cfg["dataroot"])
 
 
-def time_steps(trainer: ReferenceTrainer, steps: int, device: str) -> list[float]:
-    """Wall time of ``steps`` regular steps; full-image steps are run untimed and skipped."""
-    times: list[float] = []
-    while len(times) < steps:
-        if not trainer.next_is_regular():
-            trainer.step()
-            continue
-        _common.sync(device)
-        start = time.perf_counter()
-        trainer.step()
-        _common.sync(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reference-dir", help="checkout of omerbt/Splice (or SPLICE_REFERENCE_DIR)")
@@ -297,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        times = time_steps(trainer, args.steps, device)
+        times = _common.time_steps(trainer.step, args.steps, device,
+                                   is_regular=trainer.next_is_regular).walls
         stats = _common.Stats.of(times)
         if device.startswith("cuda"):
             memory = f"peak CUDA allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
@@ -310,13 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         print("per-step s: " + " ".join(f"{t:.3f}" for t in times)
               + f" ({_common.load_average()} at the end)")
         if args.log_repeats > 0:
-            log_times = []
-            for _ in range(args.log_repeats):
-                _common.sync(device)
-                start = time.perf_counter()
-                trainer.log_image()
-                _common.sync(device)
-                log_times.append(time.perf_counter() - start)
+            log_times = _common.time_steps(trainer.log_image, args.log_repeats, device).walls
             log_stats = _common.Stats.of(log_times)
             as_is = stats.median + log_stats.median / trainer.cfg["log_images_freq"]
             print(f"log block (G(A) no-grad + PNG write, every {trainer.cfg['log_images_freq']} "

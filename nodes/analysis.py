@@ -8,12 +8,10 @@ from torch import Tensor
 from ..comfy_splice.metrics import splice_scores
 from ..comfy_splice.visualize import self_similarity_pca
 from . import host
-from .api import io, ui
+from .api import CATEGORY, io, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
-
-CATEGORY = "image/splice"
 
 
 def _min_side(dino: DinoHandle) -> int:

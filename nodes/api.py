@@ -8,4 +8,7 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io, ui
 
-__all__ = ["ComfyExtension", "io", "ui"]
+# The menu category every node of the pack sits in (the README's *image/splice*).
+CATEGORY = "image/splice"
+
+__all__ = ["CATEGORY", "ComfyExtension", "io", "ui"]

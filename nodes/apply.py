@@ -6,12 +6,10 @@ import torch
 from torch import Tensor
 
 from . import host
-from .api import io
+from .api import CATEGORY, io
 from .errors import readable_errors
 from .generators import check_generator, run_generator
 from .types import SpliceGenerator
-
-CATEGORY = "image/splice"
 
 
 class SpliceApply(io.ComfyNode):

@@ -20,11 +20,11 @@ from ..comfy_splice.cosegment import correspondences, cosegment, part_cosegment,
 from ..comfy_splice.descriptors import DescriptorConfig, check_config
 from ..comfy_splice.backbone import FACETS
 from . import host
-from .api import io, ui
+from .api import CATEGORY as SPLICE_CATEGORY, io, ui
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
 
-CATEGORY = "image/splice/descriptors"
+CATEGORY = f"{SPLICE_CATEGORY}/descriptors"
 
 PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),

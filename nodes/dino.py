@@ -7,13 +7,11 @@ import logging
 from ..comfy_splice.backbone import (WeightsError, download_weights, load_backbone,
                                      missing_weights_message, official_model)
 from . import host, paths
-from .api import io
+from .api import CATEGORY, io
 from .errors import check_choice, readable_errors
 from .types import DinoHandle, SpliceDino
 
 log = logging.getLogger(__name__)
-
-CATEGORY = "image/splice"
 
 
 class SpliceLoadDINO(io.ComfyNode):

@@ -17,14 +17,12 @@ from comfy.cli_args import args
 
 from ..comfy_splice.checkpoint import load_generator, save_generator
 from . import paths
-from .api import io, ui
+from .api import CATEGORY, io, ui
 from .errors import check_choice, readable_errors
 from .generators import check_generator
 from .types import SpliceGenerator
 
 log = logging.getLogger(__name__)
-
-CATEGORY = "image/splice"
 
 
 def _workflow_metadata(prompt: object, extra_pnginfo: object) -> dict[str, str]:

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .api import io
+from .api import CATEGORY, io
 
-CATEGORY = "image/splice"
 
 
 class SpliceSelectKeyframes(io.ComfyNode):

@@ -6,11 +6,10 @@ leave the appearance image unchanged) and its weight is a widget of Train Genera
 
 from __future__ import annotations
 
-from .api import io
+from .api import CATEGORY, io
 from .errors import check_finite, readable_errors
 from .types import DinoHandle, LossKind, LossSpec, SpliceDino, SpliceLoss, check_block, check_dino
 
-CATEGORY = "image/splice"
 
 BLOCK_MIN, BLOCK_MAX = -64, 63
 

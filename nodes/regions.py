@@ -10,9 +10,8 @@ from torch import Tensor
 
 from ..comfy_splice.regions import composite_in_mask, crop_to_mask
 from . import host
-from .api import io
+from .api import CATEGORY, io
 
-CATEGORY = "image/splice"
 
 
 def _masks(mask: object, name: str) -> Tensor:

@@ -20,7 +20,7 @@ from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
 from . import host, stop
-from .api import io
+from .api import CATEGORY, io
 from .autosave import Autosaver
 from .errors import check_choice, check_finite, readable_errors
 from .generators import check_generator, run_generator
@@ -28,7 +28,6 @@ from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
 
 log = logging.getLogger(__name__)
 
-CATEGORY = "image/splice"
 DTYPES = ["auto", "bf16", "fp32"]
 MAX_STEPS = 100_000
 LOG_EVERY_MAX = 25

@@ -1,7 +1,7 @@
 """Session-wide test setup for comfy-splice.
 
-- Puts the repo root on sys.path (appended, so a ComfyUI directory that a test puts first still
-  wins for names like ``nodes``), so ``import comfy_splice`` works however pytest is started.
+- The repo root is importable (``comfy_splice``, ``tools``) through pytest's ``pythonpath``
+  option in pyproject.toml; nothing here edits sys.path.
 - Keeps pytest from importing the repo's own ``__init__.py``: the repo root is a ComfyUI custom
   node package, so pytest >= 8 would collect it as a Package and import it (outside ComfyUI).
   Do not add ``__init__.py`` files under tests/ either.
@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -23,13 +22,9 @@ import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
-HOST_DIR = TESTS_DIR / "host"
-for _path in (REPO_ROOT, HOST_DIR):
-    if str(_path) not in sys.path:
-        sys.path.append(str(_path))
 
 if TYPE_CHECKING:  # imported lazily: core tests need none of the client's packages
-    from comfy_client import ComfyServer
+    from tools.comfy_server import ComfyServer
 
 FOLDER_MARKERS = {"core": "core", "host": "host", "browser": "browser"}
 SERVER_FIXTURES = ("comfy_server", "comfy_server_factory")
@@ -88,7 +83,8 @@ def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """Start extra real ComfyUI servers: ``factory(*more_args, name="server")``. The args are
     added to the defaults (``--cpu`` and $COMFY_SPLICE_SERVER_ARGS); ``replace_args=[...]``
     replaces them. All are stopped by PID at the end of the session."""
-    from comfy_client import ComfyServer, ServerError, default_server_args
+    from tools.comfy_client import ServerError
+    from tools.comfy_server import ComfyServer, default_server_args
 
     started: list[ComfyServer] = []
 
@@ -112,5 +108,5 @@ def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 @pytest.fixture(scope="session")
 def comfy_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
     """The session's real ComfyUI 0.3.75 (``main.py --cpu``) with this pack installed; default
-    cache behaviour (no --cache-lru). See tests/host/comfy_client.py for the client API."""
+    cache behaviour (no --cache-lru). See tools/comfy_client.py for the client API."""
     return comfy_server_factory(name="comfyui")

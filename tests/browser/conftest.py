@@ -19,22 +19,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+from tools import build_workflows, comfy_page, make_examples
+from tools.comfy_server import ComfyServer
+from tools.provision import REPO_ROOT
 
-import build_workflows  # noqa: E402
-import comfy_page  # noqa: E402
-import make_examples  # noqa: E402
-from comfy_client import ComfyServer  # noqa: E402
-
-REPO_ROOT = HERE.parents[1]
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
 DINO_NAME = build_workflows.DINO_MODEL["name"]
 

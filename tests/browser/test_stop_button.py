@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import build_workflows as bw
-import comfy_page
-from comfy_client import ComfyServer
+from tools import build_workflows as bw, comfy_page
+from tools.comfy_server import ComfyServer
 
 STEPS = 5000
 

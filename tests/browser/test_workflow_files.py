@@ -18,9 +18,9 @@ from typing import Any
 import requests
 from PIL import Image
 
-import build_workflows as bw
-import make_examples
-from comfy_client import ComfyServer
+from tools import build_workflows as bw
+from tools import make_examples
+from tools.comfy_server import ComfyServer
 
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}

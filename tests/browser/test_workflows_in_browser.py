@@ -19,10 +19,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import build_workflows as bw
-import comfy_page
-import make_examples
-from comfy_client import ComfyServer
+from tools import build_workflows as bw
+from tools import comfy_page, make_examples
+from tools.comfy_server import ComfyServer
 
 TEST_STEPS = 4
 RUN_TIMEOUT_S = 300

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from comfy_client import ComfyServer, RunResult
+from tools.comfy_client import RunResult
+from tools.comfy_server import ComfyServer
 
 TINY = "tiny_dino_vit.pth"
 NODE_IDS = ("SpliceDinoCosegmentation", "SpliceDinoPartCosegmentation", "SpliceDinoCorrespondences",

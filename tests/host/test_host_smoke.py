@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from comfy_client import REPO_ROOT, ComfyServer, PromptRejected
+from tools.comfy_client import PromptRejected
+from tools.comfy_server import REPO_ROOT, ComfyServer
 
 PACK_ENTRY = REPO_ROOT / "__init__.py"
 

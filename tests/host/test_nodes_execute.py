@@ -21,8 +21,8 @@ from typing import Any, Iterator
 import pytest
 import torch
 
-import provision
-from comfy_client import REPO_ROOT
+from tools import provision
+from tools.provision import REPO_ROOT
 
 PACK_NAME = "comfy_splice_pack_under_test"
 CONTRACT_INPUTS = {
@@ -92,9 +92,10 @@ class Comfy:
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Iterator[Comfy]:
     comfyui = provision.ensure_comfyui()
-    added_path = str(comfyui) not in sys.path
-    if added_path:
-        sys.path.insert(0, str(comfyui))  # first: ComfyUI's `nodes`, `utils` ... must win here
+    # First on the import path: ComfyUI's `nodes`, `utils` ... must win here; undone at the end
+    # so later tests do not import ComfyUI's top-level names.
+    import_path = pytest.MonkeyPatch()
+    import_path.syspath_prepend(str(comfyui))
     from comfy.cli_args import args
 
     args.cpu = True  # must precede comfy.model_management's import (device selection)
@@ -126,8 +127,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Ite
         folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved_folders.items()})
         folder_paths.set_output_directory(saved_output)
         folder_paths.filename_list_cache.clear()
-        if added_path:
-            sys.path.remove(str(comfyui))  # later tests must not import ComfyUI's top-level names
+        import_path.undo()
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from comfy_client import ComfyServer, RunResult
+from tools.comfy_client import RunResult
+from tools.comfy_server import ComfyServer
 
 TINY = "tiny_dino_vit.pth"
 STRUCTURE_SIZE = (64, 48)  # PIL (width, height)

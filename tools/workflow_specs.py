@@ -1,63 +1,29 @@
-"""Build the shipped workflows IN the real ComfyUI page and save them with the app's own Export.
+"""The shipped workflows, described as data: nodes, widget values by name, links, groups.
 
-    python tests/browser/build_workflows.py            # rewrite workflows/*.json, *.jpg, screenshots/
-    python tests/browser/build_workflows.py --check    # exit 1 if a rebuilt workflow differs
-
-Why in the page: a workflow file is only "saved the way ComfyUI saves it" if ComfyUI saved it.
-This script starts a real ComfyUI (tests/host/comfy_client.py, with this pack installed), opens
-its web app in Chromium, creates every node with ``LiteGraph.createNode``, connects them with
-``node.connect``, sets widget values by widget *name* (so the positional ``widgets_values``,
-including the hidden ``control_after_generate`` after each seed, come from the frontend), and
-downloads the file with the ``Comfy.ExportWorkflow`` command, byte for byte.
-
-One thing the bare frontend does not write is added here the way ComfyUI-Manager's
-"workflow metadata" extension adds it when a node is created: ``cnr_id`` and ``ver`` in each
-node's properties (``comfy-core`` + the ComfyUI version for core nodes; this pack's registry id
-and version from pyproject.toml for ours), so the Manager can offer to install a missing pack.
-Loader nodes also get ``properties.models`` ({name, url, directory}), the frontend's format for
-offering a missing model's download.
-
-The workflows are described below as data (``WORKFLOWS``); the browser tests read the same
-descriptions for names and for which nodes to run.
+tools/build_workflows.py builds these in the real ComfyUI page; the browser tests read the same
+descriptions for names and for which nodes to run. Facts owned elsewhere are read from there:
+the DINO file and URL from comfy_splice.backbone, the example inputs from tools/make_examples.py,
+and the Train node's defaults from its schema (the page fills every widget not named here).
 """
 
 from __future__ import annotations
 
-import argparse
-import io
-import json
-import logging
-import shutil
-import sys
-import tempfile
-import tomllib
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
+from tools import make_examples
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-for _path in (HERE, REPO_ROOT / "tests" / "host"):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
-
-import comfy_page  # noqa: E402
-import make_examples  # noqa: E402
-
-log = logging.getLogger("build_workflows")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
-SCREENSHOTS_DIR = WORKFLOWS_DIR / "screenshots"
-THUMBNAIL_SIZE = (640, 400)
 
 # The DINO weights every Splice workflow loads (the paper's ViT-B/8), where ComfyUI's
 # missing-models dialog should point.
 DINO_MODEL = {
-    "name": "dino_vitbase8_pretrain.pth",
-    "url": "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+    "name": DINO_MODELS[DEFAULT_MODEL].file_name,
+    "url": DINO_MODELS[DEFAULT_MODEL].url,
     "directory": "splice_dino",
 }
 SD15_CHECKPOINT = {
@@ -133,8 +99,9 @@ class WorkflowSpec:
 # The graphs. Node keys are local names; ComfyUI numbers nodes in creation order, so the ids
 # in the files follow the order of `nodes` (1, 2, ...).
 
-TRAIN_WIDGETS = {"steps": 2000, "learning_rate": 0.002, "seed": 0, "control_after_generate": "fixed",
-                 "identity_weight": 1.0, "full_image_every": 75, "preview_every": 50, "dtype": "auto"}
+# Only what differs from the node's defaults: every other Train widget keeps the value its schema
+# gives it in the page. The seed stays fixed so a re-run is cached, not retrained.
+TRAIN_WIDGETS: dict[str, Any] = {"control_after_generate": "fixed"}
 
 NOTE_COLOR, NOTE_BG = "#432", "#653"
 
@@ -143,14 +110,15 @@ SPLICE_NOTE = """## Splice: semantic appearance transfer
 Trains a small generator on **one pair**: the output keeps the layout of the *structure* image and
 takes the look of the *appearance* image (Tumanyan et al., CVPR 2022).
 
-**Weights:** put `dino_vitbase8_pretrain.pth` (ViT-B/8, 330 MB,
-https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth)
+**Weights:** put `{dino_name}` (ViT-B/8, 330 MB,
+{dino_url})
 in `ComfyUI/models/splice_dino/`, or switch on *download_if_missing*.
 
 **Inputs:** copy the example images from this pack's `workflows/input/` into `ComfyUI/input/`,
 or load your own.
 
-2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first."""
+2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first.""".format(
+    dino_name=DINO_MODEL["name"], dino_url=DINO_MODEL["url"])
 
 
 # Layout: columns and rows in canvas units (node pos is the body's top-left; titles sit above).
@@ -384,207 +352,3 @@ def all_workflows() -> list[WorkflowSpec]:
 
 
 WORKFLOWS = all_workflows()
-
-
-# ------------------------------------------------------------------------------------------
-# Building in the page
-
-BUILD_JS = """async (spec) => {
-  const app = window.app, LiteGraph = window.LiteGraph;
-  app.graph.clear();
-  app.graph.id = spec.graph_id;  // clear() leaves the all-zero id; a saved workflow has its own
-  const byKey = {};
-  for (const n of spec.nodes) {
-    const node = LiteGraph.createNode(n.type);
-    if (!node) throw new Error('unknown node type ' + n.type);
-    if (n.title) node.title = n.title;
-    app.graph.add(node);
-    node.pos = [n.pos[0], n.pos[1]];
-    for (const [name, value] of Object.entries(n.widgets)) {
-      const widget = (node.widgets || []).find((w) => w.name === name);
-      if (!widget) throw new Error(n.type + ' has no widget ' + name);
-      widget.value = value;
-    }
-    // What ComfyUI-Manager's workflow-metadata extension writes on node creation.
-    const module = node.constructor.nodeData && node.constructor.nodeData.python_module;
-    const props = {};
-    if (module && !node.isVirtualNode) {
-      const parts = module.split('.');
-      if (parts[0] === 'custom_nodes') {
-        if (parts[1] !== spec.pack.folder) throw new Error('node from another pack: ' + module);
-        props.cnr_id = spec.pack.id; props.ver = spec.pack.version;
-      } else if (parts[0] === 'nodes' || parts[0] === 'comfy_extras') {
-        props.cnr_id = 'comfy-core'; props.ver = spec.comfyui_version;
-      }
-    }
-    node.properties = Object.assign(props, node.properties || {});
-    if (n.models) node.properties.models = n.models;
-    if (n.color) node.color = n.color;
-    if (n.bgcolor) node.bgcolor = n.bgcolor;
-    node.mode = n.mode;
-    const min = node.computeSize();
-    node.setSize(n.size ? [Math.max(n.size[0], min[0]), Math.max(n.size[1], min[1])] : min);
-    byKey[n.key] = node;
-  }
-  for (const [from, output, to, input] of spec.links) {
-    const src = byKey[from], dst = byKey[to];
-    const out = src.findOutputSlot(output), inp = dst.findInputSlot(input);
-    if (out < 0 || inp < 0) throw new Error(`no slot ${from}.${output} -> ${to}.${input}`);
-    if (!src.connect(out, dst, inp)) throw new Error(`connect failed ${from}.${output} -> ${to}.${input}`);
-  }
-  const pad = 10, header = 46;
-  for (const g of spec.groups) {
-    const members = g.members.map((k) => byKey[k]);
-    const x0 = Math.min(...members.map((n) => n.pos[0])) - pad;
-    const y0 = Math.min(...members.map((n) => n.pos[1] - LiteGraph.NODE_TITLE_HEIGHT)) - header;
-    const x1 = Math.max(...members.map((n) => n.pos[0] + n.size[0])) + pad;
-    const y1 = Math.max(...members.map((n) => n.pos[1] + n.size[1])) + pad;
-    const group = new LiteGraph.LGraphGroup(g.title);
-    group.color = g.color;
-    app.graph.add(group);
-    group.pos = [x0, y0];
-    group.size = [x1 - x0, y1 - y0];
-  }
-  app.graph.setDirtyCanvas(true, true);
-  return spec.nodes.map((n) => byKey[n.key].id);
-}"""
-
-
-def pack_identity() -> dict[str, str]:
-    """Registry id and version from pyproject.toml, and the folder ComfyUI loads the pack from."""
-    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return {"id": project["name"], "version": project["version"], "folder": "comfy-splice"}
-
-
-def spec_payload(spec: WorkflowSpec, comfyui_version: str) -> dict[str, Any]:
-    return {
-        "nodes": [vars(n) for n in spec.nodes],
-        "links": spec.links,
-        "groups": [vars(g) for g in spec.groups],
-        "pack": pack_identity(),
-        "comfyui_version": comfyui_version,
-        # Stable per workflow, so rebuilding gives the same file.
-        "graph_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://registry.comfy.org/comfy-splice/{spec.name}")),
-    }
-
-
-def build_in_page(page: comfy_page.ComfyPage, spec: WorkflowSpec, comfyui_version: str) -> str:
-    """Create the graph in the page and return the text of the app's own export."""
-    page.close_dialogs()
-    ids = page.evaluate(BUILD_JS, spec_payload(spec, comfyui_version))
-    expected = [spec.node_id(n.key) for n in spec.nodes]
-    if ids != expected:
-        raise RuntimeError(f"{spec.name}: the page numbered the nodes {ids}, expected {expected}")
-    page.frame_graph(margin=40)  # saved as the view the file opens with (extra.ds)
-    text = page.export_workflow()
-    return text if text.endswith("\n") else text + "\n"
-
-
-def thumbnail(screenshot_png: bytes, size: tuple[int, int] = THUMBNAIL_SIZE) -> bytes:
-    """The template browser's card image: the loaded graph, cropped to the card's aspect."""
-    with Image.open(io.BytesIO(screenshot_png)) as shot:
-        img = shot.convert("RGB")
-    target_ratio = size[0] / size[1]
-    w, h = img.size
-    if w / h > target_ratio:
-        new_w = int(h * target_ratio)
-        img = img.crop(((w - new_w) // 2, 0, (w - new_w) // 2 + new_w, h))
-    else:
-        new_h = int(w / target_ratio)
-        img = img.crop((0, (h - new_h) // 2, w, (h - new_h) // 2 + new_h))
-    img = img.resize(size, Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    img.save(buffer, format="JPEG", quality=85, optimize=True)
-    return buffer.getvalue()
-
-
-def graph_screenshot(page: comfy_page.ComfyPage, workflow: dict[str, Any], path: Path) -> bytes:
-    """Load a workflow, fit it and screenshot the canvas without the app's side bars."""
-    page.load_workflow(workflow)
-    page.close_dialogs()
-    # Focus mode hides the side and top bars; the build server is a throw-away one, so its
-    # canvas menu setting can go too. The focus-mode "show menu" button is hidden by a style.
-    page.evaluate("""async () => {
-        window.app.extensionManager.focusMode = true;
-        await window.app.extensionManager.setting.set('Comfy.Graph.CanvasMenu', false);
-        if (!document.getElementById('splice-docs-style')) {
-          const style = document.createElement('style');
-          style.id = 'splice-docs-style';
-          style.textContent = '.comfy-menu-hamburger { visibility: hidden !important; }';
-          document.head.appendChild(style);
-        }
-    }""")
-    try:
-        page.screenshot(path, clip=page.frame_graph())
-    finally:
-        page.evaluate("() => { window.app.extensionManager.focusMode = false; }")
-    return path.read_bytes()
-
-
-def compress_png(path: Path, colors: int = 256) -> None:
-    """Quantise a UI screenshot (flat colours) so the docs copy stays small."""
-    with Image.open(path) as img:
-        small = img.convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-    small.save(path, format="PNG", optimize=True)
-
-
-def start_server(workdir: Path) -> Any:
-    """A real ComfyUI with this pack and the example inputs in its input folder."""
-    from comfy_client import ComfyServer
-
-    server = ComfyServer(workdir)
-    server.start()
-    make_examples.write_all(server.input_dir)
-    comfy_page.apply_ui_settings(server.url)
-    return server
-
-
-def build_all(check: bool = False, screenshots: bool = True) -> list[str]:
-    """Build every workflow; write them (or compare them, with check=True). Returns problems."""
-    problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="splice-build-") as tmp:
-        server = start_server(Path(tmp))
-        try:
-            version = server.system_stats()["system"]["comfyui_version"]
-            with comfy_page.Session() as session:
-                assert session.browser is not None
-                context = comfy_page.new_context(session.browser)
-                page = comfy_page.open_app(context, server.url, ("SpliceTrainGenerator",))
-                for spec in WORKFLOWS:
-                    text = build_in_page(page, spec, version)
-                    if check:
-                        old = spec.json_path.read_text() if spec.json_path.is_file() else ""
-                        if old != text:
-                            problems.append(f"{spec.json_path.name} differs from a fresh build")
-                        continue
-                    spec.json_path.write_text(text)
-                    log.info("wrote %s", spec.json_path)
-                    shot = graph_screenshot(page, json.loads(text), Path(tmp) / f"{spec.name}.png")
-                    spec.thumbnail_path.write_bytes(thumbnail(shot))
-                    log.info("wrote %s", spec.thumbnail_path)
-                    if screenshots:
-                        SCREENSHOTS_DIR.mkdir(parents=True, exist_ok=True)
-                        target = SCREENSHOTS_DIR / f"{spec.name}.png"
-                        shutil.copy(Path(tmp) / f"{spec.name}.png", target)
-                        compress_png(target)
-                        log.info("wrote %s", target)
-                context.close()
-        finally:
-            server.stop()
-    return problems
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="compare with the committed files instead")
-    parser.add_argument("--no-screenshots", action="store_true", help="skip workflows/screenshots/")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    problems = build_all(check=args.check, screenshots=not args.no_screenshots)
-    for problem in problems:
-        log.error(problem)
-    return 1 if problems else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +28,9 @@ import requests
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-HERE = Path(__file__).resolve().parent
-REPO_ROOT = HERE.parents[1]
-HOST_DIR = REPO_ROOT / "tests" / "host"
-if str(HOST_DIR) not in sys.path:
-    sys.path.append(str(HOST_DIR))
-import provision  # noqa: E402  (stdlib-only)
+from tools import provision
+
+REPO_ROOT = provision.REPO_ROOT
 
 log = logging.getLogger("comfy_page")
 

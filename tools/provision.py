@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Provision everything the tests and `make run` need, on a fresh machine.
 
-Standard library only: this runs with the system ``python3`` before any venv exists.
+Standard library only: this runs with the system ``python3`` before any venv exists, as
+``python3 tools/provision.py <command>`` or ``python3 -m tools.provision <command>``. Only
+``weights`` needs the venv (it reads the default DINO file and URL from comfy_splice.backbone).
 
 Subcommands (each idempotent, and fast when already done):
 
@@ -44,7 +46,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterator, NoReturn
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_REQUIREMENTS = REPO_ROOT / "tests" / "requirements.txt"
 PACK_REQUIREMENTS = REPO_ROOT / "requirements.txt"
 
@@ -60,14 +62,16 @@ MARKER = ".comfy-splice-complete"
 # Modules whose import proves the venv can run ComfyUI and the tests.
 VENV_CHECK = (
     "import torch, torchvision, torchsde, aiohttp, yaml, av, scipy, transformers, safetensors, "
-    "timm, PIL, psutil, pydantic_settings, comfyui_frontend_package, pytest, playwright, websocket"
+    "timm, PIL, psutil, pydantic_settings, comfyui_frontend_package, comfyui_workflow_templates, "
+    "comfyui_embedded_docs, kornia, spandrel, alembic, sqlalchemy, sentencepiece, "
+    "pytest, playwright, websocket\n"
+    # torchaudio is not built for our torch (see tests/requirements.txt): prove that the calls
+    # ComfyUI makes work with the torch installed, not only that the module imports.
+    "import torchaudio, torchaudio.functional as F, torchaudio.transforms as T\n"
+    "w = torch.randn(1, 4410)\n"
+    "assert F.resample(w, 44100, 16000).shape[-1] == 1600\n"
+    "assert T.MelSpectrogram(sample_rate=16000, n_mels=64)(w).shape[1] == 64\n"
 )
-
-DEFAULT_DINO_FILE = "dino_vitbase8_pretrain.pth"
-DEFAULT_DINO_URL = (
-    "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"
-)
-
 
 class ProvisionError(RuntimeError):
     """A step failed in a way the user can act on; the message says how."""
@@ -160,9 +164,9 @@ def ensure_venv() -> Path:
     return venv_python(path)
 
 
-def _prune_old_venvs(keep: Path, others_kept: int = 1) -> None:
-    """Each venv is ~6 GB: after building a new one keep only the newest previous one (for
-    switching back to another branch) and delete the rest."""
+def _prune_old_venvs(keep: Path, others_kept: int = 2) -> None:
+    """Each venv is ~6 GB: after building a new one keep only the two newest previous ones (for
+    switching back to other branches) and delete the rest."""
     others = sorted((p for p in cache_dir().glob("venv-*") if p.is_dir() and p != keep),
                     key=lambda p: p.stat().st_mtime, reverse=True)
     for old in others[others_kept:]:
@@ -333,13 +337,22 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
 
 def weights_report(comfyui: Path) -> str:
-    """Where the DINO weights go and whether any are there: both commands end with this."""
+    """Where the DINO weights go and whether any are there: both commands end with this.
+
+    The default model's file name and URL come from comfy_splice.backbone, which needs torch:
+    run this with the venv's python (``make`` does; ``run`` asks the venv for it)."""
+    try:
+        from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
+    except ImportError as error:
+        raise ProvisionError(f"the weights report needs the venv's python ({error}): "
+                             f"`$(python3 tools/provision.py venv) -m tools.provision weights`") from error
+    default = DINO_MODELS[DEFAULT_MODEL]
     folder = make_model_folders(comfyui)["splice_dino"]
     found = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if found:
         return f"DINO weights in {folder}: {', '.join(found)}"
     return (f"No DINO weights in {folder} yet (the tests use a tiny random ViT of their own).\n"
-            f"  To run the workflows, put {DEFAULT_DINO_FILE} there, from {DEFAULT_DINO_URL}\n"
+            f"  To run the workflows, put {default.file_name} there, from {default.url}\n"
             f"  or switch on download_if_missing in the 'Load DINO-ViT (Splice)' node.")
 
 
@@ -355,7 +368,8 @@ def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:
     host = "127.0.0.1" if listen in ("0.0.0.0", "::", "0.0.0.0,::") else listen
     log(f"ComfyUI:   {comfyui}")
     log(f"pack:      {link} -> {REPO_ROOT}")
-    log(weights_report(comfyui))
+    # The report imports the pack's core (torch): the venv's python prints it.
+    _run([str(python), "-m", "tools.provision", "weights"], cwd=REPO_ROOT)
     log(f"trained generators: {folders['splice_generators']}")
     log(f"open http://{host}:{port}  (Ctrl-C stops the server)")
     log("$ " + " ".join(args))
