@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+
 from torch import Tensor
+
+from ..comfy_splice.memory import apply_chunk_that_fits, estimate_apply_peak
 
 from . import host
 from .api import io
 from .generators import check_generator, run_generator
 from .types import SpliceGenerator
+
+log = logging.getLogger(__name__)
 
 CATEGORY = "image/splice"
 
@@ -49,7 +55,18 @@ class SpliceApply(io.ComfyNode):
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
         trained = check_generator(generator)
         batch = host.image_to_core(images, "images")
+        device = host.torch_device()
+        height, width = int(batch.shape[-2]), int(batch.shape[-1])
+        requested = max(1, int(batch_size))
+        free = host.free_memory(device, estimate_apply_peak(height, width, requested))
+        chunk = apply_chunk_that_fits(height, width, requested, free,
+                                      where=host.memory_where(device))
+        if chunk < requested:
+            log.info("Splice Output: %d images of %dx%d at a time instead of %d (memory)",
+                     chunk, width, height, requested)
         progress = host.Progress(int(batch.shape[0]))
-        out = run_generator(trained.generator, batch, host.torch_device(), int(batch_size),
-                            on_chunk=progress.step)
+        try:
+            out = run_generator(trained.generator, batch, device, chunk, on_chunk=progress.step)
+        finally:
+            host.release_memory()
         return io.NodeOutput(host.image_to_comfy(out))

@@ -13,6 +13,8 @@ import logging
 from torch import Tensor
 
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
+from ..comfy_splice.memory import (apply_chunk_that_fits, check_training_fits,
+                                   estimate_training_peak, scaled_size, vit_shape)
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
 from . import host
@@ -59,6 +61,14 @@ def _check_pair(structure: Tensor, appearance: Tensor) -> None:
                          f"{n_a}. {fix}")
     if n_s != 1:
         raise ValueError(f"Got batches of {n_s} structure and appearance images. {fix}")
+
+
+def _train_size(image: Tensor, max_megapixels: float) -> tuple[int, int]:
+    """(height, width) the trainer will use for ``image`` (see TrainConfig.max_megapixels)."""
+    height, width = scaled_size(int(image.shape[-2]), int(image.shape[-1]), float(max_megapixels))
+    if (height, width) != (int(image.shape[-2]), int(image.shape[-1])):
+        height, width = max(height, MIN_IMAGE_SIDE), max(width, MIN_IMAGE_SIDE)
+    return height, width
 
 
 def _log_every(steps: int) -> int:
@@ -131,6 +141,13 @@ class SpliceTrainGenerator(io.ComfyNode):
                     "dtype", options=DTYPES, default="auto",
                     tooltip=("Precision of the DINO-ViT forward: auto = bf16 on CUDA GPUs, fp32 "
                              "elsewhere; fp32 is exact and slower. The generator is always fp32.")),
+                io.Float.Input(
+                    "max_megapixels", default=0.0, min=0.0, max=1000.0, step=0.1,
+                    tooltip=("Train on the images scaled down to at most this many million pixels "
+                             "(0 = full resolution, as the paper). The result is still made at the "
+                             "structure image's full size. Use it for large photos: memory grows "
+                             "with the pixel count, and the node says which value fits when the "
+                             "full size does not.")),
             ],
             outputs=[
                 SpliceGenerator.Output(
@@ -150,7 +167,8 @@ class SpliceTrainGenerator(io.ComfyNode):
     def execute(cls, structure: Tensor, appearance: Tensor, structure_loss: LossSpec,
                 appearance_loss: LossSpec, steps: int = 2000, learning_rate: float = 0.002,
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,
-                preview_every: int = 50, dtype: str = "auto") -> io.NodeOutput:
+                preview_every: int = 50, dtype: str = "auto",
+                max_megapixels: float = 0.0) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
         a = host.image_to_core(structure, "structure")
@@ -164,6 +182,9 @@ class SpliceTrainGenerator(io.ComfyNode):
             raise ValueError(f"steps is {steps}; it must be at least 1.")
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+        if not isinstance(max_megapixels, (int, float)) or not 0 <= max_megapixels <= 1e6:
+            raise ValueError(f"max_megapixels is {max_megapixels!r}; use 0 (full resolution) or a "
+                             f"positive number of million pixels such as 2.")
 
         config = TrainConfig(
             steps=int(steps), lr=float(learning_rate),
@@ -171,10 +192,21 @@ class SpliceTrainGenerator(io.ComfyNode):
             appearance=AppearanceLoss(weight=a_loss.weight, layer=a_loss.block),
             identity=IdentityLoss(weight=float(identity_weight), layer=s_loss.block),
             full_image_every=int(full_image_every), seed=int(seed), dtype=dtype,
-            preview_every=int(preview_every), log_every=_log_every(int(steps)))
+            preview_every=int(preview_every), log_every=_log_every(int(steps)),
+            max_megapixels=float(max_megapixels))
 
         device = host.torch_device()
-        host.free_memory_for(dino.backbone, [a, b], device)
+        size_a, size_b = _train_size(a, max_megapixels), _train_size(b, max_megapixels)
+        vit = vit_shape(dino.backbone)
+        full_image = config.full_image_every > 0
+        need = estimate_training_peak(size_a, size_b, vit, full_image)
+        free = host.free_memory(device, need)
+        check_training_fits(size_a, size_b, vit, free, full_image,
+                            where=host.memory_where(device), option="max_megapixels")
+        full_hw = (int(a.shape[-2]), int(a.shape[-1]))
+        if size_a != full_hw:
+            # the result is G(structure) at full size: check that this pass fits as well
+            apply_chunk_that_fits(*full_hw, 1, free, where=host.memory_where(device))
         progress = host.Progress(config.steps)
         log.info("Splice: training %d steps on %s with %s (structure %dx%d, appearance %dx%d)",
                  config.steps, device, dino.label, a.shape[-1], a.shape[-2], b.shape[-1], b.shape[-2])
@@ -188,7 +220,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                     on_step=progress.step, on_preview=progress.preview)
                 backbone = None
             final = progress.last_preview
-            if final is not None and final[0] == config.steps:
+            if final is not None and final[0] == config.steps and size_a == full_hw:
                 result = final[1]  # the core previews G(structure) after the last step
             else:
                 result = run_generator(trained.generator, a, device, batch_size=1)
@@ -200,5 +232,5 @@ class SpliceTrainGenerator(io.ComfyNode):
             raise
         finally:
             backbone = None
-            host.soft_empty_cache()
+            host.release_memory()
         return io.NodeOutput(trained, _loss_map(trained), host.image_to_comfy(result))
