@@ -39,15 +39,15 @@ MIB = 1 << 20
 # Bytes per pixel of the generator, measured with TensorPeakTracker (fp32) and rounded up.
 # Training: one G(image) with grad at a time (segment checkpointing, see generator.py), plus
 # the three outputs and their gradients kept between the ViT's backward and the generator's.
-GEN_TRAIN_BYTES_PER_PIXEL = 330
+GEN_TRAIN_BYTES_PER_PIXEL = 880
 # Every generated image keeps its output and the gradient of the output (3 channels each) plus
 # the augmented input until the step ends.
 GEN_KEPT_BYTES_PER_PIXEL = 48
 # A no-grad generator pass (Splice Output), per pixel of one image.
-GEN_APPLY_BYTES_PER_PIXEL = 200
+GEN_APPLY_BYTES_PER_PIXEL = 420
 # The ViT: weights and Adam-free frozen copy, activations for backward per token per width.
-VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK = 24
-FIXED_OVERHEAD = 96 * MIB
+VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK = 10
+FIXED_OVERHEAD = 32 * MIB
 
 
 @dataclass(frozen=True)
