@@ -142,12 +142,13 @@ class SpliceTrainGenerator(io.ComfyNode):
                     tooltip=("Precision of the DINO-ViT forward: auto = bf16 on CUDA GPUs, fp32 "
                              "elsewhere; fp32 is exact and slower. The generator is always fp32.")),
                 io.Float.Input(
-                    "max_megapixels", default=0.0, min=0.0, max=1000.0, step=0.1,
+                    "max_megapixels", default=0.0, min=0.0, max=1000.0, step=0.1, optional=True,
                     tooltip=("Train on the images scaled down to at most this many million pixels "
                              "(0 = full resolution, as the paper). The result is still made at the "
                              "structure image's full size. Use it for large photos: memory grows "
                              "with the pixel count, and the node says which value fits when the "
-                             "full size does not.")),
+                             "full size does not. Optional, so API prompts saved before it existed "
+                             "still run.")),
             ],
             outputs=[
                 SpliceGenerator.Output(
@@ -168,7 +169,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                 appearance_loss: LossSpec, steps: int = 2000, learning_rate: float = 0.002,
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,
                 preview_every: int = 50, dtype: str = "auto",
-                max_megapixels: float = 0.0) -> io.NodeOutput:
+                max_megapixels: float | None = 0.0) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
         a = host.image_to_core(structure, "structure")
@@ -182,6 +183,8 @@ class SpliceTrainGenerator(io.ComfyNode):
             raise ValueError(f"steps is {steps}; it must be at least 1.")
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+        if max_megapixels is None:
+            max_megapixels = 0.0
         if not isinstance(max_megapixels, (int, float)) or not 0 <= max_megapixels <= 1e6:
             raise ValueError(f"max_megapixels is {max_megapixels!r}; use 0 (full resolution) or a "
                              f"positive number of million pixels such as 2.")

@@ -117,7 +117,7 @@ def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, f
     train = info["SpliceTrainGenerator"]
     assert train["input_order"]["required"] == [
         "structure", "appearance", "structure_loss", "appearance_loss", "steps", "learning_rate", "seed",
-        "identity_weight", "full_image_every", "preview_every", "dtype", "max_megapixels"]
+        "identity_weight", "full_image_every", "preview_every", "dtype"]
     assert train["output"] == ["SPLICE_GENERATOR", "LOSS_MAP", "IMAGE"]
     assert train["output_name"] == ["generator", "loss_history", "result"]
     assert train["input"]["required"]["steps"][1]["min"] == 1
