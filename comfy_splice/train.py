@@ -28,12 +28,14 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ContextManager, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .augment import PairAugmenter
 from .backbone import DinoBackbone, Features, prepare
 from .generator import SpliceGenerator, build_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss, self_similarity_mse, zero_like
+from .memory import scaled_size
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,9 @@ class TrainConfig:
     dtype: str = "auto"
     preview_every: int = 50
     log_every: int = 25
+    # Train on images scaled down to at most this many million pixels (0: full resolution, as
+    # the reference). The generator is fully convolutional: it still applies at any size.
+    max_megapixels: float = 0.0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -83,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"dtype must be auto, bf16 or fp32 (got {self.dtype!r})")
         if not self.lr > 0:
             raise ValueError(f"learning rate must be positive (got {self.lr})")
+        if not self.max_megapixels >= 0:
+            raise ValueError(f"max_megapixels must be 0 (off) or positive (got {self.max_megapixels})")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (for checkpoint metadata and logs)."""
@@ -221,6 +228,18 @@ def stack_keyframes(structure: Tensor | Sequence[Tensor]) -> Tensor:
     return torch.cat(frames)
 
 
+def downscale(image: Tensor, max_megapixels: float) -> Tensor:
+    """``image`` resized (antialiased bilinear, aspect ratio kept) to at most ``max_megapixels``
+    million pixels; the same tensor when it is already small enough or the limit is 0."""
+    height, width = image.shape[-2:]
+    size = scaled_size(int(height), int(width), max_megapixels)
+    if size == (height, width):
+        return image
+    size = (max(size[0], MIN_IMAGE_SIDE), max(size[1], MIN_IMAGE_SIDE))
+    return F.interpolate(image, size=size, mode="bilinear", align_corners=False,
+                         antialias=True).clamp_(0.0, 1.0)
+
+
 class SpliceTrainer:
     """One Splice optimisation problem; ``step()`` advances it by one step without host syncs."""
 
@@ -231,9 +250,12 @@ class SpliceTrainer:
         self.device = torch.device(device)
         self.config = config
         self.backbone = backbone.to(self.device)
-        self.structure_image = structure.to(self.device, torch.float32)  # [K, 3, H, W] keyframes
+        # [K, 3, H, W] keyframes, at most max_megapixels each when that is set
+        self.structure_image = downscale(structure.to(self.device, torch.float32),
+                                         config.max_megapixels)
         self.keyframes = int(structure.shape[0])
-        self.appearance_image = appearance.to(self.device, torch.float32)
+        self.appearance_image = downscale(appearance.to(self.device, torch.float32),
+                                          config.max_megapixels)
         self.generator = build_generator(config.seed).to(self.device)
         self.generator.train()
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,

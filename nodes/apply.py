@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
+
+from ..comfy_splice.memory import apply_chunk_that_fits, estimate_apply_peak
 
 from . import host
 from .api import CATEGORY, io
 from .errors import readable_errors
 from .generators import check_generator, run_generator
 from .types import SpliceGenerator
+
+log = logging.getLogger(__name__)
 
 
 class SpliceApply(io.ComfyNode):
@@ -52,14 +58,21 @@ class SpliceApply(io.ComfyNode):
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
         trained = check_generator(generator)
         batch = host.image_to_core(images, "images")  # a view of the input, no copy
-        progress = host.Progress(int(batch.shape[0]))
+        device = host.torch_device()
+        frames, _, height, width = batch.shape
+        requested = max(1, int(batch_size))
+        free = host.free_memory(device, estimate_apply_peak(height, width, requested))
+        chunk = apply_chunk_that_fits(height, width, requested, free,
+                                      where=host.memory_where(device))
+        if chunk < requested:
+            log.info("Splice Output: %d images of %dx%d at a time instead of %d (memory)",
+                     chunk, width, height, requested)
+        progress = host.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000
         # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.
-        frames, _, height, width = batch.shape
         result = torch.empty((frames, height, width, 3), dtype=torch.float32)
-        device = host.torch_device()
         try:
-            run_generator(trained.generator, batch, device, int(batch_size),
+            run_generator(trained.generator, batch, device, chunk,
                           on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
         except Exception as exc:  # out of memory: free this run's tensors, explain, keep serving
             if not host.is_out_of_memory(exc):
@@ -68,6 +81,8 @@ class SpliceApply(io.ComfyNode):
             host.soft_empty_cache()
             raise host.out_of_memory(
                 exc, device, f"applying the generator to {frames} image(s) of "
-                f"{width}x{height} in chunks of {int(batch_size)}",
+                f"{width}x{height} in chunks of {chunk}",
                 "lower batch_size, or use smaller images") from None
+        finally:
+            host.release_memory()
         return io.NodeOutput(result.clamp_(0.0, 1.0))

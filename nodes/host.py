@@ -16,6 +16,7 @@ import time
 import traceback
 from typing import Iterator
 
+import psutil
 import torch
 from PIL import Image
 from torch import Tensor
@@ -26,6 +27,7 @@ from comfy.cli_args import args
 
 from ..comfy_splice.backbone import DinoBackbone
 from .errors import check_finite_image
+from ..comfy_splice.memory import release_heap
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +58,40 @@ def backbone_for(backbone: DinoBackbone, device: torch.device, for_training: boo
     return clone.to(device)
 
 
-def free_memory_for(backbone: DinoBackbone, images: list[Tensor], device: torch.device) -> None:
-    """Ask ComfyUI to unload models until a training run of this size fits on ``device``.
+MEMORY_BUDGET_ENV = "COMFY_SPLICE_MEMORY_BUDGET_MB"
 
-    A deliberately generous estimate: weights (copy + Adam-free frozen ViT), the ViT activations
-    kept for backward for two images at the DINO resolution, and the generator's activations at
-    the largest image's full resolution. Over-asking only unloads models ComfyUI would reload.
+
+def free_memory(device: torch.device, need: int) -> int:
+    """Bytes free for a run that needs ``need`` bytes on ``device``.
+
+    On a GPU, ComfyUI first unloads models until ``need`` bytes are free (or nothing more can
+    go), then reports what its device has free. On the CPU it is the system's available RAM
+    (psutil). ``COMFY_SPLICE_MEMORY_BUDGET_MB`` in the server's environment caps the answer,
+    e.g. to keep room for other programs on a shared machine.
     """
-    params = sum(p.numel() for p in backbone.parameters())
-    tokens = 1 + (224 // backbone.patch_size) * (480 // backbone.patch_size)
-    vit_activations = 2 * backbone.depth * tokens * backbone.embed_dim * 16
-    pixels = max((int(i.shape[-2]) * int(i.shape[-1]) for i in images), default=0)
-    generator_activations = pixels * 16 * 12
-    required = 4 * (2 * params + vit_activations + generator_activations) + (512 << 20)
-    log.debug("freeing %.2f GiB on %s for training", required / 2**30, device)
-    mm.free_memory(required, device)
+    if device.type != "cpu":
+        mm.free_memory(need, device)
+        free = int(mm.get_free_memory(device))
+    else:
+        free = int(psutil.virtual_memory().available)
+    cap = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if cap:
+        try:
+            free = min(free, int(float(cap) * (1 << 20)))
+        except ValueError:
+            log.warning("%s=%r is not a number of MB; ignored", MEMORY_BUDGET_ENV, cap)
+    return free
+
+
+def memory_where(device: torch.device) -> str:
+    """How budget messages name the memory: 'RAM' or e.g. 'memory on cuda:0'."""
+    return "RAM" if device.type == "cpu" else f"memory on {device}"
+
+
+def release_memory() -> None:
+    """After a large run: cached GPU blocks back to the driver, freed heap back to the system."""
+    mm.soft_empty_cache()
+    release_heap()
 
 
 def soft_empty_cache() -> None:

@@ -17,6 +17,8 @@ import logging
 from torch import Tensor
 
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
+from ..comfy_splice.memory import (apply_chunk_that_fits, check_training_fits,
+                                   estimate_training_peak, scaled_size, vit_shape)
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
 from . import host, stop
@@ -65,6 +67,14 @@ def _check_pair(structure: Tensor, appearance: Tensor) -> None:
             f"image (its look is transferred). Pick one with 'ImageFromBatch' (batch_index, length 1), "
             f"or train one generator per appearance image. Several structure images are fine: they "
             f"are trained on as keyframes of one shot.")
+
+
+def _train_size(image: Tensor, max_megapixels: float) -> tuple[int, int]:
+    """(height, width) the trainer will use for ``image`` (see TrainConfig.max_megapixels)."""
+    height, width = scaled_size(int(image.shape[-2]), int(image.shape[-1]), float(max_megapixels))
+    if (height, width) != (int(image.shape[-2]), int(image.shape[-1])):
+        height, width = max(height, MIN_IMAGE_SIDE), max(width, MIN_IMAGE_SIDE)
+    return height, width
 
 
 def _log_every(steps: int) -> int:
@@ -160,6 +170,14 @@ class SpliceTrainGenerator(io.ComfyNode):
                              "run, so a crash, an out-of-memory error or a Cancel loses at most "
                              "this many steps: load it with 'Load Splice Generator' and connect "
                              "it to init_generator. 0 = off.")),
+                io.Float.Input(
+                    "max_megapixels", default=0.0, min=0.0, max=1000.0, step=0.1, optional=True,
+                    tooltip=("Train on the images scaled down to at most this many million pixels "
+                             "(0 = full resolution, as the paper). The result is still made at the "
+                             "structure image's full size. Use it for large photos: memory grows "
+                             "with the pixel count, and the node says which value fits when the "
+                             "full size does not. Optional, so API prompts saved before it existed "
+                             "still run.")),
             ],
             outputs=[
                 SpliceGenerator.Output(
@@ -182,7 +200,8 @@ class SpliceTrainGenerator(io.ComfyNode):
                 appearance_loss: LossSpec, steps: int = 2000, learning_rate: float = 0.002,
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,
                 preview_every: int = 50, dtype: str = "auto", init_generator: object = None,
-                max_minutes: float = 0.0, autosave_every: int = 0) -> io.NodeOutput:
+                max_minutes: float = 0.0, autosave_every: int = 0,
+                max_megapixels: float | None = 0.0) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
         a = host.image_to_core(structure, "structure")
@@ -201,6 +220,11 @@ class SpliceTrainGenerator(io.ComfyNode):
         init = None if init_generator is None else check_generator(init_generator, "init_generator")
         if max_minutes < 0 or autosave_every < 0:
             raise ValueError("max_minutes and autosave_every must be 0 (off) or positive.")
+        if max_megapixels is None:
+            max_megapixels = 0.0
+        if not isinstance(max_megapixels, (int, float)) or not 0 <= max_megapixels <= 1e6:
+            raise ValueError(f"max_megapixels is {max_megapixels!r}; use 0 (full resolution) or a "
+                             f"positive number of million pixels such as 2.")
 
         config = TrainConfig(
             steps=int(steps), lr=float(learning_rate),
@@ -208,10 +232,21 @@ class SpliceTrainGenerator(io.ComfyNode):
             appearance=AppearanceLoss(weight=a_loss.weight, layer=a_loss.block),
             identity=IdentityLoss(weight=float(identity_weight), layer=s_loss.block),
             full_image_every=int(full_image_every), seed=int(seed), dtype=dtype,
-            preview_every=int(preview_every), log_every=_log_every(int(steps)))
+            preview_every=int(preview_every), log_every=_log_every(int(steps)),
+            max_megapixels=float(max_megapixels))
 
         device = host.torch_device()
-        host.free_memory_for(dino.backbone, [a, b], device)
+        size_a, size_b = _train_size(a, max_megapixels), _train_size(b, max_megapixels)
+        vit = vit_shape(dino.backbone)
+        full_image = config.full_image_every > 0
+        need = estimate_training_peak(size_a, size_b, vit, full_image)
+        free = host.free_memory(device, need)
+        check_training_fits(size_a, size_b, vit, free, full_image,
+                            where=host.memory_where(device), option="max_megapixels")
+        full_hw = (int(a.shape[-2]), int(a.shape[-1]))
+        if size_a != full_hw:
+            # the result is G(structure) at full size: check that this pass fits as well
+            apply_chunk_that_fits(*full_hw, 1, free, where=host.memory_where(device))
         progress = host.Progress(config.steps)
         log.info("Splice: training %d steps on %s with %s (structure %d x %dx%d, appearance %dx%d)",
                  config.steps, device, dino.label, a.shape[0], a.shape[-1], a.shape[-2], b.shape[-1],
@@ -236,7 +271,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                 log.info("Splice: kept the generator after %d of %d steps", trained.steps_done,
                          config.steps)
             final = progress.last_preview
-            if final is not None and final[0] == trained.steps_done and a.shape[0] == 1:
+            if final is not None and final[0] == trained.steps_done and a.shape[0] == 1 and size_a == full_hw:
                 result = final[1]  # the core previews G(structure) after the last step
             else:
                 result = run_generator(trained.generator, a, device, batch_size=1)
@@ -252,5 +287,5 @@ class SpliceTrainGenerator(io.ComfyNode):
             raise
         finally:
             backbone = None
-            host.soft_empty_cache()
+            host.release_memory()
         return io.NodeOutput(trained, _loss_map(trained), host.image_to_comfy(result))

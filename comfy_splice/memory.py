@@ -1,0 +1,264 @@
+"""Memory: what a training run or a generator pass will need, what is free, and giving it back.
+
+Three parts, all independent of ComfyUI:
+
+* :func:`estimate_training_peak` / :func:`estimate_apply_peak`: pure functions of the image
+  sizes and the ViT's shape that give an upper bound of the peak bytes of tensors (live plus
+  saved for backward). The coefficients were fitted to :class:`TensorPeakTracker` measurements
+  (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py`` checks that the
+  estimate stays above the measured peak and not absurdly so.
+* :class:`TensorPeakTracker`: a device-independent measurement. It watches every tensor an op
+  creates (a ``TorchDispatchMode``, so autograd's saved tensors and the backward pass are seen
+  too), keeps a weak reference to each distinct storage, and records the largest sum of live
+  storage bytes. That is what a GPU's caching allocator must at least provide, without its
+  rounding, fragmentation or library workspaces.
+* :func:`release_heap`: glibc keeps freed heap pages inside the process; ``malloc_trim(0)``
+  hands them back to the system after a large run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+log = logging.getLogger(__name__)
+
+GIB = 1 << 30
+MIB = 1 << 20
+
+# Bytes per pixel of the generator, measured with TensorPeakTracker (fp32) and rounded up.
+# Training: one G(image) with grad at a time (segment checkpointing, see generator.py), plus
+# the three outputs and their gradients kept between the ViT's backward and the generator's.
+GEN_TRAIN_BYTES_PER_PIXEL = 880
+# Every generated image keeps its output and the gradient of the output (3 channels each) plus
+# the augmented input until the step ends.
+GEN_KEPT_BYTES_PER_PIXEL = 48
+# A no-grad generator pass (Splice Output), per pixel of one image.
+GEN_APPLY_BYTES_PER_PIXEL = 420
+# The ViT: weights and Adam-free frozen copy, activations for backward per token per width.
+VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK = 10
+FIXED_OVERHEAD = 32 * MIB
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """What the estimate needs to know about the DINO-ViT."""
+
+    params: int
+    depth: int
+    embed_dim: int
+    patch_size: int
+
+
+def vit_shape(backbone: torch.nn.Module) -> ViTShape:
+    """The ViTShape of a ``DinoBackbone``."""
+    return ViTShape(params=sum(p.numel() for p in backbone.parameters()),
+                    depth=int(getattr(backbone, "depth")), embed_dim=int(getattr(backbone, "embed_dim")),
+                    patch_size=int(getattr(backbone, "patch_size")))
+
+
+def _dino_tokens(height: int, width: int, patch: int, short_side: int = 224,
+                 long_max: int = 480) -> int:
+    scale = short_side / min(height, width)
+    h, w = height * scale, width * scale
+    if max(h, w) > long_max:
+        shrink = long_max / max(h, w)
+        h, w = h * shrink, w * shrink
+    return 1 + max(1, int(h) // patch) * max(1, int(w) // patch)
+
+
+def estimate_training_peak(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
+                           vit: ViTShape, full_image: bool = True) -> int:
+    """Upper bound of the bytes of tensors a training step needs at these image sizes (fp32).
+
+    ``full_image``: whether the run has full-image steps (every ``full_image_every`` steps G
+    runs on the whole structure image too). Crops are at most the image's height squared.
+    """
+    (sh, sw), (ah, aw) = structure_hw, appearance_hw
+    crop_a = min(sh, sw) ** 2
+    crop_b = min(ah, aw) ** 2
+    largest = max(crop_a, crop_b, sh * sw if full_image else 0)
+    kept = crop_a + crop_b + (sh * sw if full_image else 0)
+    # images themselves (structure, appearance, their augmented copies)
+    images = 12 * (2 * sh * sw + 2 * ah * aw)
+    generator = GEN_TRAIN_BYTES_PER_PIXEL * largest + GEN_KEPT_BYTES_PER_PIXEL * kept
+    tokens = _dino_tokens(sh, sw, vit.patch_size) if full_image else 0
+    tokens = max(tokens, _dino_tokens(224, 224, vit.patch_size))
+    # two images with grad per regular step, one more on the full-image step, and the T x T
+    # self-similarity matrices with their gradients
+    images_with_grad = 3 if full_image else 2
+    vit_saved = (4 * VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK * vit.depth * vit.embed_dim
+                 * tokens * images_with_grad)
+    ssim = 4 * 6 * tokens * tokens * images_with_grad
+    weights = 4 * vit.params + 4 * 4 * 1_100_000  # ViT, generator + grads + Adam's two moments
+    return int(images + generator + vit_saved + ssim + weights + FIXED_OVERHEAD)
+
+
+def estimate_apply_peak(height: int, width: int, batch: int = 1) -> int:
+    """Upper bound of the bytes of tensors one no-grad generator pass over ``batch`` images needs
+    (the input and output of the whole chunk included)."""
+    pixels = height * width
+    return int(batch * pixels * (GEN_APPLY_BYTES_PER_PIXEL + 24) + FIXED_OVERHEAD)
+
+
+def megapixels_that_fit(budget: int, structure_hw: tuple[int, int],
+                        appearance_hw: tuple[int, int], vit: ViTShape,
+                        full_image: bool = True) -> float:
+    """The largest ``max_megapixels`` whose training estimate fits in ``budget`` bytes (0 if even
+    a tiny image does not fit)."""
+    low, high = 0.01, max(0.01, structure_hw[0] * structure_hw[1] / 1e6,
+                          appearance_hw[0] * appearance_hw[1] / 1e6)
+    if estimate_training_peak(*_scaled_pair(structure_hw, appearance_hw, low), vit, full_image) > budget:
+        return 0.0
+    for _ in range(40):
+        mid = (low + high) / 2
+        if estimate_training_peak(*_scaled_pair(structure_hw, appearance_hw, mid), vit,
+                                  full_image) <= budget:
+            low = mid
+        else:
+            high = mid
+    return math.floor(low * 100) / 100
+
+
+def scaled_size(height: int, width: int, max_megapixels: float) -> tuple[int, int]:
+    """(height, width) scaled down, keeping the aspect ratio, to at most ``max_megapixels``
+    million pixels; unchanged when already small enough or when ``max_megapixels`` <= 0."""
+    if max_megapixels <= 0 or height * width <= max_megapixels * 1e6:
+        return height, width
+    scale = math.sqrt(max_megapixels * 1e6 / (height * width))
+    return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+def _scaled_pair(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
+                 max_megapixels: float) -> tuple[tuple[int, int], tuple[int, int]]:
+    return scaled_size(*structure_hw, max_megapixels), scaled_size(*appearance_hw, max_megapixels)
+
+
+def format_bytes(value: float) -> str:
+    """``1.23 GB`` style (decimal GB, as memory is sold and shown by system monitors)."""
+    return f"{value / 1e9:.2f} GB"
+
+
+class MemoryBudgetError(ValueError):
+    """The work would need more memory than is free; the message names what would fit."""
+
+
+def check_training_fits(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
+                        vit: ViTShape, free: int, full_image: bool = True,
+                        where: str = "memory", option: str = "max_megapixels") -> int:
+    """Raise MemoryBudgetError (before anything large is allocated) if a training run at these
+    sizes would not fit in ``free`` bytes; return the estimate otherwise."""
+    need = estimate_training_peak(structure_hw, appearance_hw, vit, full_image)
+    if need <= free:
+        return need
+    fits = megapixels_that_fit(free, structure_hw, appearance_hw, vit, full_image)
+    (sh, sw), (ah, aw) = structure_hw, appearance_hw
+    if fits <= 0:
+        advice = "Even a small image does not fit: free memory (close other programs or models)."
+    else:
+        th, tw = scaled_size(sh, sw, fits)
+        advice = (f"Set {option} to {fits:g} or less (the structure image would train at "
+                  f"{tw}x{th}; the result is still written at {sw}x{sh}), or free memory.")
+    raise MemoryBudgetError(
+        f"Training on a {sw}x{sh} structure image and a {aw}x{ah} appearance image needs about "
+        f"{format_bytes(need)} of {where}, but only {format_bytes(free)} is free. {advice}")
+
+
+def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
+                          where: str = "memory") -> int:
+    """The largest batch size <= ``requested`` whose generator pass fits in ``free`` bytes, or
+    MemoryBudgetError naming the largest image size that would fit when one image does not."""
+    for batch in range(max(1, requested), 0, -1):
+        if estimate_apply_peak(height, width, batch) <= free:
+            return batch
+    pixels = max(0, (free - FIXED_OVERHEAD) // (GEN_APPLY_BYTES_PER_PIXEL + 24))
+    scale = math.sqrt(pixels / (height * width)) if pixels else 0.0
+    fit = (f"an image of about {int(width * scale)}x{int(height * scale)} would fit; downscale the "
+           f"images (e.g. 'Upscale Image By' with a scale of {math.floor(scale * 100) / 100:g}) "
+           f"or free memory" if scale > 0 else "free memory (close other programs or models)")
+    raise MemoryBudgetError(
+        f"Applying the generator to a {width}x{height} image needs about "
+        f"{format_bytes(estimate_apply_peak(height, width, 1))} of {where}, but only "
+        f"{format_bytes(free)} is free: {fit}.")
+
+
+class TensorPeakTracker(TorchDispatchMode):
+    """Peak bytes of live tensor storages created while the mode is active (plus a baseline).
+
+    Every op's outputs are seen at the dispatcher, below autograd, so tensors that autograd
+    saves for backward, the backward pass itself and checkpoint recomputation are all counted.
+    Storages are identified by a weak reference, so views and in-place results are counted
+    once and a storage stops counting when it is freed. ``baseline`` adds tensors that existed
+    before (weights, input images): pass them to :meth:`add`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self.current = 0
+        self.peak = 0
+
+    def add(self, tensors: Iterable[Tensor]) -> None:
+        """Count tensors created before the mode (they stay live as long as they exist)."""
+        for tensor in tensors:
+            self._track(tensor)
+
+    def _track(self, tensor: Tensor) -> None:
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self._live and not self._live[key][0].expired():
+            return
+        size = storage.nbytes()
+        self._live[key] = (StorageWeakRef(storage), size)
+        self.current += size
+
+    def _prune(self) -> None:
+        dead = [k for k, (ref, _) in self._live.items() if ref.expired()]
+        for key in dead:
+            self.current -= self._live.pop(key)[1]
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self._prune()
+        for leaf in tree_leaves(out):
+            if isinstance(leaf, Tensor) and leaf.device.type != "meta":
+                self._track(leaf)
+        self.peak = max(self.peak, self.current)
+        return out
+
+    def reset_peak(self) -> None:
+        """Start a new peak from what is live now."""
+        self._prune()
+        self.peak = self.current
+
+
+_LIBC: Any = None
+
+
+def release_heap() -> bool:
+    """Return freed heap memory to the system (glibc ``malloc_trim(0)``); False elsewhere.
+
+    After a large run the allocator keeps freed pages for reuse, so the process stays several
+    GB larger than what it holds. Harmless and cheap (milliseconds) when there is nothing to give.
+    """
+    global _LIBC
+    if _LIBC is None:
+        name = ctypes.util.find_library("c")
+        try:
+            lib = ctypes.CDLL(name) if name else None
+        except OSError:
+            lib = None
+        _LIBC = lib if lib is not None and hasattr(lib, "malloc_trim") else False
+    if not _LIBC:
+        return False
+    return bool(_LIBC.malloc_trim(0))

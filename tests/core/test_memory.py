@@ -1,0 +1,157 @@
+"""Memory: checkpointing changes nothing, the estimate bounds the measured peak, the budget
+check names what fits, max_megapixels trains small and applies large, memory is given back."""
+
+from __future__ import annotations
+
+import copy
+
+import psutil
+import pytest
+import torch
+
+import comfy_splice.generator as generator_module
+from comfy_splice.backbone import DinoBackbone
+from comfy_splice.generator import apply_generator, build_generator
+from comfy_splice.memory import (MemoryBudgetError, TensorPeakTracker, apply_chunk_that_fits,
+                                 check_training_fits, estimate_apply_peak, estimate_training_peak,
+                                 megapixels_that_fit, release_heap, scaled_size, vit_shape)
+from comfy_splice.train import SpliceTrainer, TrainConfig, train_generator
+
+from .conftest import synthetic_image
+
+
+def _grads(checkpointing: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    monkeypatch.setattr(generator_module, "CHECKPOINTING", checkpointing)
+    net = build_generator(3)
+    x = synthetic_image(70, 100, seed=4)
+    y = net(x)
+    (y * torch.linspace(0, 1, 100)).square().mean().backward()
+    return y.detach(), [p.grad.clone() for p in net.parameters()]
+
+
+def test_checkpointing_gives_the_same_output_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    y_plain, g_plain = _grads(False, monkeypatch)
+    y_ckpt, g_ckpt = _grads(True, monkeypatch)
+    assert torch.equal(y_plain, y_ckpt)
+    for plain, ckpt in zip(g_plain, g_ckpt):
+        torch.testing.assert_close(ckpt, plain, rtol=1e-6, atol=1e-9)
+
+
+def _train_peak(checkpointing: bool, monkeypatch: pytest.MonkeyPatch, size: int = 192) -> int:
+    monkeypatch.setattr(generator_module, "CHECKPOINTING", checkpointing)
+    net = build_generator(0)
+    x = torch.rand(1, 3, size, size)
+    tracker = TensorPeakTracker()
+    tracker.add([x, *net.parameters()])
+    base = tracker.current
+    with tracker:
+        net(x).square().mean().backward()
+    return tracker.peak - base
+
+
+def test_checkpointing_holds_less_than_two_thirds(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = _train_peak(False, monkeypatch)
+    ckpt = _train_peak(True, monkeypatch)
+    assert ckpt < 0.66 * plain, (ckpt, plain)
+
+
+def test_tracker_counts_live_storages_once() -> None:
+    tracker = TensorPeakTracker()
+    with tracker:
+        a = torch.ones(1000)  # 4000 bytes
+        view = a[:10]
+        a.add_(1)
+        b = torch.zeros(500)  # 2000 bytes
+        del b
+        c = torch.zeros(250)  # 1000 bytes
+    assert tracker.peak == 6000
+    assert tracker.current == 5000
+    assert view.sum() > 0 and c.numel() == 250
+
+
+@pytest.mark.parametrize("structure_hw,appearance_hw", [((160, 224), (192, 144)), ((256, 320), (256, 256))])
+def test_estimate_bounds_the_measured_training_peak(tiny_backbone: DinoBackbone, structure_hw: tuple[int, int],
+                                                    appearance_hw: tuple[int, int]) -> None:
+    """Step 0 (with G on the whole structure image) and a regular step, measured with the tracker,
+    against the estimate the nodes check before training."""
+    structure = synthetic_image(*structure_hw, seed=1)
+    appearance = synthetic_image(*appearance_hw, seed=2)
+    trainer = SpliceTrainer(tiny_backbone, structure, appearance, TrainConfig(steps=2), "cpu")
+    peak = 0
+    for _ in range(2):
+        tracker = TensorPeakTracker()
+        tracker.add([*trainer.backbone.parameters(), *trainer.generator.parameters(),
+                     trainer.structure_image, trainer.appearance_image])
+        for state in trainer.optimizer.state.values():
+            tracker.add(v for v in state.values() if isinstance(v, torch.Tensor))
+        with tracker:
+            trainer.step()
+        peak = max(peak, tracker.peak)
+    estimate = estimate_training_peak(structure_hw, appearance_hw, vit_shape(tiny_backbone))
+    assert peak <= estimate <= 3 * peak, (peak, estimate)
+
+
+def test_apply_estimate_bounds_the_measured_peak() -> None:
+    net = build_generator(0)
+    images = torch.rand(2, 3, 200, 264)
+    tracker = TensorPeakTracker()
+    tracker.add([images])
+    with tracker, torch.no_grad():
+        out = net(images)
+    assert out.shape == images.shape
+    estimate = estimate_apply_peak(200, 264, 2)
+    assert tracker.peak <= estimate <= 2 * tracker.peak + (64 << 20), (tracker.peak, estimate)
+
+
+def test_budget_refusal_names_the_size_that_fits(tiny_backbone: DinoBackbone) -> None:
+    vit = vit_shape(tiny_backbone)
+    photo = (3024, 4032)
+    need = estimate_training_peak(photo, photo, vit)
+    budget = need // 4
+    with pytest.raises(MemoryBudgetError, match=r"Set max_megapixels to [0-9.]+ or less") as info:
+        check_training_fits(photo, photo, vit, budget)
+    message = str(info.value)
+    assert "4032x3024" in message and "written at 4032x3024" in message
+    fits = megapixels_that_fit(budget, photo, photo, vit)
+    assert 0 < fits < 12.2
+    small = scaled_size(*photo, fits)
+    assert check_training_fits(small, small, vit, budget) <= budget
+    with pytest.raises(MemoryBudgetError, match="free memory"):
+        check_training_fits(photo, photo, vit, 1 << 20)
+
+
+def test_apply_chunk_shrinks_then_refuses() -> None:
+    one = estimate_apply_peak(1000, 1000, 1)
+    assert apply_chunk_that_fits(1000, 1000, 8, one * 3) in (2, 3)
+    assert apply_chunk_that_fits(1000, 1000, 8, one * 100) == 8
+    with pytest.raises(MemoryBudgetError, match=r"an image of about \d+x\d+ would fit"):
+        apply_chunk_that_fits(8000, 8000, 1, one)
+
+
+def test_max_megapixels_trains_small_and_applies_at_full_size(tiny_backbone: DinoBackbone) -> None:
+    structure = synthetic_image(300, 400, seed=1)
+    appearance = synthetic_image(240, 240, seed=2)
+    config = TrainConfig(steps=1, max_megapixels=0.03)
+    trainer = SpliceTrainer(tiny_backbone, structure, appearance, config, "cpu")
+    height, width = trainer.structure_image.shape[-2:]
+    assert height * width <= 30_000 and abs(width / height - 4 / 3) < 0.02
+    trained = train_generator(tiny_backbone, structure, appearance, config, "cpu")
+    assert trained.config.max_megapixels == 0.03
+    out = apply_generator(trained.generator, structure, "cpu")
+    assert out.shape == structure.shape
+
+
+def test_memory_returns_to_baseline_after_a_1080p_training(tiny_backbone: DinoBackbone) -> None:
+    """One step on a 1920x1080 pair (the generator's large allocations) with the tiny ViT."""
+    structure = torch.rand(1, 3, 1080, 1920)
+    appearance = torch.rand(1, 3, 1080, 1920)
+    small = TrainConfig(steps=1, full_image_every=0)
+    train_generator(tiny_backbone, structure[..., :128, :128], appearance[..., :128, :128], small, "cpu")
+    release_heap()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    trained = train_generator(tiny_backbone, structure, appearance, copy.deepcopy(small), "cpu")
+    del trained
+    release_heap()
+    after = process.memory_info().rss
+    assert after <= 1.15 * before, (before / 2**20, after / 2**20)
