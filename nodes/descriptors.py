@@ -21,6 +21,7 @@ from ..comfy_splice.descriptors import DescriptorConfig, check_config
 from ..comfy_splice.backbone import FACETS
 from . import host
 from .api import CATEGORY as SPLICE_CATEGORY, io, ui
+from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
 
@@ -145,6 +146,7 @@ class SpliceDinoCosegmentation(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("DINO Co-segmentation (Splice)")
     def execute(cls, dino: object, images: Tensor, load_size: int = 224, block: int = -1, facet: str = "key",
                 stride: int = 4, bin: bool = False, elbow: float = 0.975, thresh: float = 0.065,
                 votes_percentage: int = 75, sample_interval: int = 100, low_res_saliency: bool = True,
@@ -224,6 +226,7 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("DINO Part Co-segmentation (Splice)")
     def execute(cls, dino: object, images: Tensor, num_parts: int = 4, part: int = -1, load_size: int = 224,
                 block: int = -1, facet: str = "key", stride: int = 4, bin: bool = False, elbow: float = 0.975,
                 thresh: float = 0.065, votes_percentage: int = 75, sample_interval: int = 100,
@@ -316,6 +319,7 @@ class SpliceDinoCorrespondences(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("DINO Correspondences (Splice)")
     def execute(cls, dino: object, image_a: Tensor, image_b: Tensor, num_pairs: int = 10,
                 load_size: int = 224, block: int = 9, facet: str = "key", stride: int = 4, bin: bool = True,
                 thresh: float = 0.05, seed: int = 0) -> io.NodeOutput:
@@ -359,6 +363,7 @@ class SpliceDinoFeaturesPCA(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("DINO Features PCA (Splice)")
     def execute(cls, dino: object, images: Tensor, load_size: int = 224, block: int = -1, facet: str = "key",
                 stride: int = 4, bin: bool = False) -> io.NodeOutput:
         handle = check_dino(dino)

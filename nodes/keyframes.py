@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .api import CATEGORY, io
+from .errors import readable_errors
 
 
 
@@ -41,6 +42,7 @@ class SpliceSelectKeyframes(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Select Keyframes (Splice)")
     def execute(cls, images: Tensor, every_nth: int = 4) -> io.NodeOutput:
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
             raise ValueError("images: connect a batch of frames (e.g. the images output of "

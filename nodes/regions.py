@@ -11,6 +11,7 @@ from torch import Tensor
 from ..comfy_splice.regions import composite_in_mask, crop_to_mask
 from . import host
 from .api import CATEGORY, io
+from .errors import readable_errors
 
 
 
@@ -45,6 +46,7 @@ class SpliceCropToMask(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Crop to Mask (Splice)")
     def execute(cls, image: Tensor, mask: object, margin: float = 0.05) -> io.NodeOutput:
         images = host.image_to_core(image, "image")
         return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, _masks(mask, "mask"), margin)))
@@ -75,6 +77,7 @@ class SpliceCompositeInMask(io.ComfyNode):
         )
 
     @classmethod
+    @readable_errors("Composite in Mask (Splice)")
     def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
         bottom = host.image_to_core(base, "base")
         top = host.image_to_core(overlay, "overlay")
