@@ -112,7 +112,10 @@ class SpliceTrainGenerator(io.ComfyNode):
                     tooltip="Adam learning rate, constant (paper: 0.002, betas 0 and 0.99)."),
                 io.Int.Input(
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                    tooltip="Seed of the generator's initial weights and of the augmentations."),
+                    tooltip=("Seed of the generator's initial weights and of the augmentations. "
+                             "Its 'control after generate' starts at 'fixed' (the pack's web "
+                             "extension sets it), so queueing the same graph again reuses the "
+                             "trained generator instead of training again.")),
                 io.Float.Input(
                     "identity_weight", default=1.0, min=0.0, max=1000.0, step=0.01,
                     tooltip=("Weight of the identity term (paper: 1): the generator applied to the "
@@ -185,7 +188,8 @@ class SpliceTrainGenerator(io.ComfyNode):
                 trained = train_generator(
                     backbone, host.image_to_core(structure, "structure", clone=True),
                     host.image_to_core(appearance, "appearance", clone=True), config, device,
-                    on_step=progress.step, on_preview=progress.preview)
+                    on_step=progress.step, on_preview=progress.preview,
+                    on_log=progress.log)
                 backbone = None
             final = progress.last_preview
             if final is not None and final[0] == config.steps:

@@ -387,7 +387,7 @@ def test_apply_refuses_what_is_not_a_generator(comfy: Comfy, dino: Any) -> None:
 
 def _saved_file(out: Any, comfy: Comfy) -> Path:
     (entry,) = out.ui["splice_generators"]
-    return comfy.output_dir / entry["subfolder"] / entry["filename"]
+    return comfy.generators_dir / entry["subfolder"] / entry["filename"]
 
 
 def test_save_writes_metadata_and_load_restores_the_same_pixels(comfy: Comfy, trained: Any) -> None:
