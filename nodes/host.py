@@ -188,12 +188,14 @@ def show_text(text: str) -> None:
     widgets by the frontend; it stays there after the run). Without a running node (the node
     called outside a prompt) nothing is sent."""
     from comfy_execution.utils import get_executing_context
-    from server import PromptServer
 
     context = get_executing_context()
-    if context is None or PromptServer.instance is None:
+    if context is None:
         return
-    PromptServer.instance.send_progress_text(text, context.node_id)
+    from server import PromptServer  # imported by then: the server is what runs the node
+
+    if PromptServer.instance is not None:
+        PromptServer.instance.send_progress_text(text, context.node_id)
 
 
 class ByteProgress:

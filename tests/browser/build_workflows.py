@@ -53,9 +53,17 @@ WORKFLOWS_DIR = REPO_ROOT / "workflows"
 SCREENSHOTS_DIR = WORKFLOWS_DIR / "screenshots"
 THUMBNAIL_SIZE = (640, 400)
 
-# The DINO weights every Splice workflow loads (the paper's ViT-B/8), where ComfyUI's
-# missing-models dialog should point.
+# The DINO weights every Splice workflow loads (the paper's ViT-B/8, the Hugging Face hub's
+# safetensors), where ComfyUI's missing-models dialog should point: a .safetensors URL on
+# huggingface.co in a registered folder, so the dialog offers its download.
 DINO_MODEL = {
+    "name": "vit_base_patch8_224.dino.safetensors",
+    "url": "https://huggingface.co/timm/vit_base_patch8_224.dino/resolve/main/model.safetensors",
+    "directory": "splice_dino",
+}
+# The official .pth spelling, which the video workflow still ships; switch it to DINO_MODEL (and
+# SPLICE_NOTE) when that workflow is next rebuilt.
+DINO_MODEL_PTH = {
     "name": "dino_vitbase8_pretrain.pth",
     "url": "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
     "directory": "splice_dino",
@@ -143,6 +151,23 @@ SPLICE_NOTE = """## Splice: semantic appearance transfer
 Trains a small generator on **one pair**: the output keeps the layout of the *structure* image and
 takes the look of the *appearance* image (Tumanyan et al., CVPR 2022).
 
+**Weights:** *Load DINO-ViT* uses `vit_base_patch8_224.dino.safetensors` (ViT-B/8, ~350 MB, from
+Hugging Face `timm/vit_base_patch8_224.dino`) in `ComfyUI/models/splice_dino/`. If ComfyUI says
+it is missing, press *Download* in that dialog, or switch on *download_if_missing* on the node.
+The official `dino_vitbase8_pretrain.pth` works too.
+
+**Inputs:** the example images are copied into `ComfyUI/input/` when the pack loads; load your
+own to change the pair.
+
+2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first. The seed is fixed, so
+queueing again with the same inputs reuses the trained generator instead of training again."""
+
+
+SPLICE_NOTE_PTH = """## Splice: semantic appearance transfer
+
+Trains a small generator on **one pair**: the output keeps the layout of the *structure* image and
+takes the look of the *appearance* image (Tumanyan et al., CVPR 2022).
+
 **Weights:** put `dino_vitbase8_pretrain.pth` (ViT-B/8, 330 MB,
 https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth)
 in `ComfyUI/models/splice_dino/`, or switch on *download_if_missing*.
@@ -158,7 +183,7 @@ X_NOTE, X_INPUT, X_DINO, X_TRAIN, X_APPLY, X_SAVE = 0, 400, 780, 1160, 1540, 190
 Y_LOWER = 1000  # second band (video / diffusion), below the inputs
 
 
-def _splice_core() -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
+def _splice_core(dino_model: dict[str, str] = DINO_MODEL) -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
     """Inputs, DINO-ViT, both losses and Train Generator (shared by every workflow)."""
     nodes = [
         NodeSpec("structure", "LoadImage", (X_INPUT, 0), {"image": make_examples.STRUCTURE},
@@ -166,8 +191,8 @@ def _splice_core() -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
         NodeSpec("appearance", "LoadImage", (X_INPUT, 460), {"image": make_examples.APPEARANCE},
                  title="Appearance image (look to transfer)", size=(320, 380)),
         NodeSpec("dino", "SpliceLoadDINO", (X_DINO, 0),
-                 {"model_name": DINO_MODEL["name"], "download_if_missing": False},
-                 size=(320, 82), models=[DINO_MODEL]),
+                 {"model_name": dino_model["name"], "download_if_missing": False},
+                 size=(320, 82), models=[dino_model]),
         NodeSpec("structure_loss", "SpliceStructureLoss", (X_DINO, 140), {"weight": 1.0, "block": -1},
                  size=(320, 82)),
         NodeSpec("appearance_loss", "SpliceAppearanceLoss", (X_DINO, 280), {"weight": 10.0, "block": -1},
@@ -196,7 +221,7 @@ def basic_workflow() -> WorkflowSpec:
 
 **This graph:** *Train Generator* learns the pair, *Splice Output* applies the trained generator
 to the structure image, *Plot Loss Graph* draws the loss curve, and *Visualize Structure* shows
-what the structure loss compares (the main components of DINO's key self-similarity).""", 460)] + nodes + [
+what the structure loss compares (the main components of DINO's key self-similarity).""", 540)] + nodes + [
         NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4}, size=(300, 102)),
         NodeSpec("save", "SaveImage", (X_SAVE, 0), {"filename_prefix": "splice/result"}, size=(420, 400)),
         NodeSpec("loss_plot", "LossGraphNode", (X_APPLY, 180), {"filename_prefix": "splice/loss"},
@@ -229,9 +254,9 @@ what the structure loss compares (the main components of DINO's key self-similar
 
 
 def video_workflow() -> WorkflowSpec:
-    nodes, links = _splice_core()
+    nodes, links = _splice_core(DINO_MODEL_PTH)
     y = Y_LOWER
-    nodes = [_note(SPLICE_NOTE + f"""
+    nodes = [_note(SPLICE_NOTE_PTH + f"""
 
 **This graph: train once, apply to many.**
 1. Run it as it is: group 1 trains on the pair and *Save Splice Generator* writes
@@ -363,7 +388,7 @@ and colours while the sampler adds detail. Lower *strength* or raise *denoise* f
 VAE and re-sampled at denoise 0.5: Splice decides the layout and colours, diffusion adds detail
 and texture. Pick any SD 1.5 checkpoint in *Load Checkpoint* (the default is
 `v1-5-pruned-emaonly-fp16.safetensors`); raise denoise for more change."""
-    nodes = [_note(SPLICE_NOTE + "\n\n" + how, 560)] + core + tail
+    nodes = [_note(SPLICE_NOTE + "\n\n" + how, 640)] + core + tail
     splice_members = ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train", "apply",
                       "splice_preview"]
     diffusion_members = ["checkpoint", "positive", "negative", "encode", "sampler", "decode", "save"]

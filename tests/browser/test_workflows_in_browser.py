@@ -124,8 +124,6 @@ def test_missing_dino_weights_are_named_with_their_url(page: comfy_page.ComfyPag
     _load(page, json.loads(bw.WORKFLOWS[0].json_path.read_text()))
     dialog = page.wait_for_dialog("missing models")
     assert f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}" in dialog
-    # The URL is shown (this frontend downloads from the dialog only Hugging Face / Civitai
-    # .safetensors files; for the .pth the user follows the link or the node's switch).
     assert bw.DINO_MODEL["url"] in dialog
     page.close_dialogs()
 
@@ -216,10 +214,10 @@ def test_basic_workflow_runs_from_the_page(page: comfy_page.ComfyPage, browser_s
 
 def test_video_workflow_trains_once_then_applies_to_every_frame(
         page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path) -> None:
-    """The note's recipe, step by step: run as shipped (group 2 muted), move the saved generator
-    into models/splice_generators, unmute group 2, run again."""
+    """The note's recipe, step by step: run as shipped (group 2 muted), take the saved generator
+    (Save writes into models/splice_generators/splice/), unmute group 2, run again."""
     spec = bw.video_workflow()
-    saved = browser_server.output_dir / "splice" / bw.GENERATOR_FILE
+    saved = browser_server.generators_dir / "splice" / bw.GENERATOR_FILE
     assert not saved.exists(), "this server already saved a generator under the documented name"
     _prepare_run(page, spec, json.loads(spec.json_path.read_text()))
 
