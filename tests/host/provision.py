@@ -63,10 +63,8 @@ VENV_CHECK = (
     "timm, PIL, psutil, pydantic_settings, comfyui_frontend_package, pytest, playwright, websocket"
 )
 
-DEFAULT_DINO_FILE = "dino_vitbase8_pretrain.pth"
-DEFAULT_DINO_URL = (
-    "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth"
-)
+DEFAULT_DINO_FILE = "vit_base_patch8_224.dino.safetensors"
+DEFAULT_DINO_URL = "https://huggingface.co/timm/vit_base_patch8_224.dino/resolve/main/model.safetensors"
 
 
 class ProvisionError(RuntimeError):
@@ -339,8 +337,9 @@ def weights_report(comfyui: Path) -> str:
     if found:
         return f"DINO weights in {folder}: {', '.join(found)}"
     return (f"No DINO weights in {folder} yet (the tests use a tiny random ViT of their own).\n"
-            f"  To run the workflows, put {DEFAULT_DINO_FILE} there, from {DEFAULT_DINO_URL}\n"
-            f"  or switch on download_if_missing in the 'Load DINO-ViT (Splice)' node.")
+            f"  To run the workflows, save {DEFAULT_DINO_URL} there as {DEFAULT_DINO_FILE},\n"
+            f"  press Download in ComfyUI's missing-models dialog, or switch on download_if_missing\n"
+            f"  in the 'Load DINO-ViT (Splice)' node.")
 
 
 def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:
