@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import http.server
 import re
-import threading
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import timm
@@ -74,46 +73,13 @@ def test_both_spellings_name_the_same_model() -> None:
 # -- the download, against a local server ------------------------------------------------------
 
 
-class _Hub(http.server.ThreadingHTTPServer):
-    """Serves ``files[path] = (status, body, declared length)``; anything else is a 404."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, tuple[int, bytes, int]] = {}
-        self.requests: list[str] = []
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Hub
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        self.server.requests.append(self.path)
-        status, body, length = self.server.files.get(self.path, (404, b"Entry not found", 15))
-        self.send_response(status)
-        self.send_header("Content-Length", str(length))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        """Quiet: the tests assert on what was requested instead."""
-
-
 @pytest.fixture()
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Hub]:
-    server = _Hub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(HF_ENDPOINT_ENV, server.endpoint)
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def hub(hub_stub: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's hub stand-in (tests/conftest.py), emptied, with $HF_ENDPOINT pointing at it."""
+    hub_stub.files.clear()
+    hub_stub.requests.clear()
+    monkeypatch.setenv(HF_ENDPOINT_ENV, hub_stub.endpoint)
+    return hub_stub
 
 
 def _path(key: str) -> str:
@@ -126,9 +92,9 @@ def _tiny_bytes(tmp_path: Path) -> bytes:
     return path.read_bytes()
 
 
-def test_download_writes_the_file_after_it_loads_and_reports_progress(hub: _Hub, tmp_path: Path) -> None:
+def test_download_writes_the_file_after_it_loads_and_reports_progress(hub: Any, tmp_path: Path) -> None:
     body = _tiny_bytes(tmp_path)
-    hub.files[_path("dino_vits16")] = (200, body, len(body))
+    hub.serve(_path("dino_vits16"), body)
     folder = tmp_path / "splice_dino"
     seen: list[tuple[int, int | None]] = []
     target = download_weights("dino_deitsmall16_pretrain.pth", folder,
@@ -143,7 +109,7 @@ def test_download_writes_the_file_after_it_loads_and_reports_progress(hub: _Hub,
     assert hub.requests == [_path("dino_vits16")], "a file on disk is not downloaded again"
 
 
-def _refused(hub: _Hub, tmp_path: Path, key: str = "dino_vitb8") -> str:
+def _refused(hub: Any, tmp_path: Path, key: str = "dino_vitb8") -> str:
     folder = tmp_path / "splice_dino"
     with pytest.raises(WeightsError) as info:
         download_weights(key, folder, timeout=10)
@@ -155,26 +121,26 @@ def _refused(hub: _Hub, tmp_path: Path, key: str = "dino_vitb8") -> str:
     return message
 
 
-def test_http_404_names_folder_file_and_url(hub: _Hub, tmp_path: Path) -> None:
+def test_http_404_names_folder_file_and_url(hub: Any, tmp_path: Path) -> None:
     assert "404" in _refused(hub, tmp_path)
 
 
-def test_truncated_body_is_refused(hub: _Hub, tmp_path: Path) -> None:
+def test_truncated_body_is_refused(hub: Any, tmp_path: Path) -> None:
     body = _tiny_bytes(tmp_path)
-    hub.files[_path("dino_vitb8")] = (200, body[: len(body) // 2], len(body))
+    hub.serve(_path("dino_vitb8"), body[: len(body) // 2], length=len(body))
     _refused(hub, tmp_path)
 
 
-def test_a_file_that_is_not_a_vit_is_refused(hub: _Hub, tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_vit_is_refused(hub: Any, tmp_path: Path) -> None:
     not_vit = tmp_path / "resnet.safetensors"
     save_file({"conv1.weight": torch.zeros(8, 3, 3, 3)}, str(not_vit))
     body = not_vit.read_bytes()
-    hub.files[_path("dino_vitb8")] = (200, body, len(body))
+    hub.serve(_path("dino_vitb8"), body)
     assert "not a DINO ViT" in _refused(hub, tmp_path)
 
 
 def test_offline_names_folder_file_and_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    with http.server.HTTPServer(("127.0.0.1", 0), _Handler) as closed:
+    with http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as closed:
         endpoint = f"http://127.0.0.1:{closed.server_address[1]}"
     monkeypatch.setenv(HF_ENDPOINT_ENV, endpoint)  # nothing listens there any more
     folder = tmp_path / "splice_dino"

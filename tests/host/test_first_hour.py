@@ -9,10 +9,8 @@ input folder under an example's name. The files the stand-in serves are tiny ran
 
 from __future__ import annotations
 
-import http.server
 import shutil
 import struct
-import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -29,48 +27,18 @@ HUB_FILE = "/timm/vit_small_patch16_224.dino/resolve/main/model.safetensors"
 BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: a node's progress text
 
 
-class _Hub(http.server.ThreadingHTTPServer):
-    """A hub stand-in: serves ``files[path]``, 404 for anything else."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: _Hub
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = self.server.files.get(self.path)
-        self.send_response(200 if body is not None else 404)
-        payload = body if body is not None else b"Entry not found"
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *_: object) -> None:
-        """Quiet."""
+@pytest.fixture(scope="module")
+def hub(hub_stub: Any) -> Any:
+    """The session's hub stand-in (tests/conftest.py)."""
+    return hub_stub
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[_Hub]:
-    server = _Hub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, hub: _Hub,
+def server(tmp_path_factory: pytest.TempPathFactory, hub: Any,
            tiny_dino_file: Path) -> Iterator[ComfyServer]:
     """A fresh ComfyUI with the pack: no example input copied by the test, one user file."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
+    mp.setenv("HF_ENDPOINT", hub.endpoint)
     instance = ComfyServer(tmp_path_factory.mktemp("first-hour"))
     instance.input_dir.mkdir(parents=True)
     (instance.input_dir / USERS_FILE).write_bytes(b"the user's own picture")
@@ -158,33 +126,32 @@ def test_a_saved_generator_is_listed_by_load_without_a_restart(server: ComfyServ
     assert len(result.output_images("4")) == 1
 
 
-def test_download_from_the_node_shows_progress_and_loads(server: ComfyServer, hub: _Hub,
+def test_download_from_the_node_shows_progress_and_loads(server: ComfyServer, hub: Any,
                                                          tmp_path: Path, tiny_dino_file: Path) -> None:
     import torch
 
     state = torch.load(tiny_dino_file, weights_only=True)  # timm's names: what the hub serves
     file = tmp_path / "model.safetensors"
     save_file(state, str(file))
-    hub.files[HUB_FILE] = file.read_bytes()
+    hub.serve(HUB_FILE, file.read_bytes())
     name = "vit_small_patch16_224.dino.safetensors"
     target = server.models_dir / name
     assert not target.exists()
     result = server.run(_graph(name, download=True, steps=1), timeout=300).raise_for_status()
-    assert target.read_bytes() == hub.files[HUB_FILE]
-    size = len(hub.files[HUB_FILE])
+    assert target.read_bytes() == file.read_bytes()
+    size = len(file.read_bytes())
     assert (size, size) in result.progress("3"), "the node's progress bar reaches the file's size"
     assert any("downloading" in text for text in _texts(result, "3"))
     assert not [p for p in server.models_dir.iterdir() if p.name.startswith(".")], "no staging left"
 
 
-def test_download_error_names_folder_file_and_url_and_leaves_nothing(server: ComfyServer, hub: _Hub) -> None:
+def test_download_error_names_folder_file_and_url_and_leaves_nothing(server: ComfyServer, hub: Any) -> None:
     name = "dino_vitbase16_pretrain.pth"  # the .pth spelling downloads the hub's safetensors
     before = sorted(p.name for p in server.models_dir.iterdir())
     result = server.run(_graph(name, download=True), timeout=120)
     assert result.status == "execution_error" and result.terminal["node_id"] == "3"
     message = result.error_message
-    port = hub.server_address[1]
-    assert f"http://127.0.0.1:{port}/timm/vit_base_patch16_224.dino/resolve/main/model.safetensors" in message
+    assert f"{hub.endpoint}/timm/vit_base_patch16_224.dino/resolve/main/model.safetensors" in message
     assert str(server.models_dir) in message and "vit_base_patch16_224.dino.safetensors" in message
     assert "404" in message
     assert sorted(p.name for p in server.models_dir.iterdir()) == before
