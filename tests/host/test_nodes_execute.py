@@ -96,6 +96,8 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Ite
         folder.mkdir()
     saved_folders = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
     saved_output = folder_paths.get_output_directory()
+    saved_input = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(root / "input"))  # the pack copies its examples there
     folder_paths.add_model_folder_path("splice_dino", str(dino_dir), is_default=True)
     folder_paths.add_model_folder_path("splice_generators", str(generators_dir), is_default=True)
     folder_paths.set_output_directory(str(output_dir))
@@ -113,6 +115,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Ite
         folder_paths.folder_names_and_paths.clear()
         folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved_folders.items()})
         folder_paths.set_output_directory(saved_output)
+        folder_paths.set_input_directory(saved_input)
         folder_paths.filename_list_cache.clear()
         if added_path:
             sys.path.remove(str(comfyui))  # later tests must not import ComfyUI's top-level names
