@@ -1,7 +1,7 @@
 """comfy-splice: Splice ("Splicing ViT Features for Semantic Appearance Transfer") for ComfyUI.
 
 ComfyUI imports this file and calls ``comfy_entrypoint()`` (the V3 node API, ComfyUI >= 0.3.48).
-Importing it does nothing else: the nodes, torch and timm are imported only when ComfyUI asks
+Importing it does nothing else (``WEB_DIRECTORY`` is a constant): the nodes, torch and timm are imported only when ComfyUI asks
 for the extension. There is deliberately no ``NODE_CLASS_MAPPINGS`` here: with it, ComfyUI
 would ignore ``comfy_entrypoint``.
 """
@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from comfy_api.latest import ComfyExtension
 
-# The pack's web extension (the Stop and keep button of Train Generator), served by ComfyUI.
+# ComfyUI serves this folder's .js files to the browser (V3 extensions too): the pack's small
+# web extension (a fixed seed by default and a Stop and keep button on Train Generator).
 WEB_DIRECTORY = "./web"
 
 

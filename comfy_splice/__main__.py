@@ -58,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(or one ending in /), which gets <name>.png per input")
     p.add_argument("--weights", help="DINO ViT weights file (.pth or .safetensors)")
     p.add_argument("--download", metavar="DIR",
-                   help="explicitly download the official --model weights into DIR if missing")
+                   help=("explicitly download the --model weights (Hugging Face safetensors; "
+                         "$HF_ENDPOINT for a mirror) into DIR if missing"))
     p.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(DINO_MODELS),
                    help="official DINO model for --download (default %(default)s)")
     d = TrainConfig()
@@ -86,8 +87,8 @@ def _weights_path(args: argparse.Namespace) -> Path:
         return Path(args.weights)
     if args.download:
         return download_weights(args.model, args.download)
-    raise WeightsError(f"No DINO weights given. Pass --weights FILE (e.g. {model.file_name} from "
-                       f"{model.url}), or --download DIR to fetch them into DIR explicitly.")
+    raise WeightsError(f"No DINO weights given. Pass --weights FILE (e.g. {model.hf_file_name} from "
+                       f"{model.hf_url}), or --download DIR to fetch them into DIR explicitly.")
 
 
 def output_paths(structures: list[str], output: str) -> list[Path]:

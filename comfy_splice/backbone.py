@@ -12,11 +12,13 @@ full-image steps of training always hit it and timm's rule differs from it by ~0
 from __future__ import annotations
 
 import functools
+import http.client
 import logging
 import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -44,7 +46,13 @@ class WeightsError(ValueError):
 
 @dataclass(frozen=True)
 class DinoModel:
-    """One of the four official DINO v1 ViTs: where its weights live and its shape."""
+    """One of the four official DINO v1 ViTs: where its weights live and its shape.
+
+    Each model has two accepted files: the Hugging Face hub's safetensors with timm's key names
+    (``hf_file_name``, the default: ComfyUI's missing-models dialog can download it, and it holds
+    no pickle) and the official ``.pth`` of the DINO release (``file_name``), which existing
+    installs already have. Both hold the same tensors under the same names.
+    """
 
     key: str
     timm_name: str
@@ -54,8 +62,31 @@ class DinoModel:
     embed_dim: int
     depth: int = 12
 
+    @property
+    def hf_repo(self) -> str:
+        """The model's repository on the Hugging Face hub (``timm/<timm name>``)."""
+        return f"timm/{self.timm_name}"
+
+    @property
+    def hf_file_name(self) -> str:
+        """The name the hub's ``model.safetensors`` gets in ``models/splice_dino``."""
+        return f"{self.timm_name}.safetensors"
+
+    @property
+    def hf_url(self) -> str:
+        """The hub's download URL of the safetensors file (what the UI and the download use)."""
+        return f"{HF_ENDPOINT}/{self.hf_repo}/resolve/main/model.safetensors"
+
+    @property
+    def file_names(self) -> tuple[str, str]:
+        """Both accepted file names, the hub's safetensors first."""
+        return (self.hf_file_name, self.file_name)
+
 
 _DINO_URL = "https://dl.fbaipublicfiles.com/dino/{stem}/{stem}.pth"
+HF_ENDPOINT = "https://huggingface.co"
+# Same variable as huggingface_hub's: a mirror of the hub, or a local server in the tests.
+HF_ENDPOINT_ENV = "HF_ENDPOINT"
 
 DINO_MODELS: dict[str, DinoModel] = {
     m.key: m
@@ -74,9 +105,9 @@ DEFAULT_MODEL = "dino_vitb8"
 
 
 def official_model(name: str) -> DinoModel:
-    """Look an official model up by key (``dino_vitb8``), timm name or file name."""
+    """Look an official model up by key (``dino_vitb8``), timm name or either file name."""
     for model in DINO_MODELS.values():
-        if name in (model.key, model.timm_name, model.file_name):
+        if name in (model.key, model.timm_name, *model.file_names):
             return model
     known = ", ".join(DINO_MODELS)
     raise WeightsError(f"Unknown DINO model {name!r}; expected one of {known}.")
@@ -667,40 +698,82 @@ def load_backbone(path: str | os.PathLike, device: torch.device | str | None = N
 def missing_weights_message(name: str, directory: str | os.PathLike) -> str:
     """What to tell a user whose official weights are not on disk."""
     model = official_model(name)
-    return (f"DINO weights {model.file_name} are not in {directory}. Download {model.url} and put "
-            f"the file there (keep the name {model.file_name}), or allow the download explicitly.")
+    return (f"DINO weights {name if name in model.file_names else model.hf_file_name} are not in "
+            f"{directory}. Download {model.hf_url} and save it there as {model.hf_file_name} (or "
+            f"put the official {model.file_name} from {model.url} there), or allow the download "
+            f"explicitly.")
 
 
-def download_weights(name: str, directory: str | os.PathLike, timeout: float = 60.0) -> Path:
-    """Download official weights into ``directory`` on explicit request, atomically.
+def download_url(model: DinoModel) -> str:
+    """Where ``download_weights`` fetches ``model``: the hub's URL, or the same path on the
+    server named by ``$HF_ENDPOINT`` (a mirror of the hub, as huggingface_hub reads it)."""
+    endpoint = os.environ.get(HF_ENDPOINT_ENV, "").strip().rstrip("/")
+    if not endpoint:
+        return model.hf_url
+    return endpoint + model.hf_url[len(HF_ENDPOINT):]
 
-    Written to a temporary file in the same folder, then renamed, so an interrupted download
-    never leaves a truncated file under the final name.
+
+DownloadProgress = Callable[[int, "int | None"], None]
+
+
+def download_weights(name: str, directory: str | os.PathLike, timeout: float = 60.0,
+                     progress: DownloadProgress | None = None) -> Path:
+    """Download an official DINO ViT (the hub's safetensors) into ``directory`` on explicit request.
+
+    The file is written into a hidden temporary folder inside ``directory`` (same file system),
+    loaded as a DINO ViT there, and only then renamed to its final name, so an interrupted,
+    truncated or wrong download never leaves a file under that name. ``progress(done_bytes,
+    total_bytes or None)`` is called as the bytes arrive. Errors name the folder, file and URL.
     """
     model = official_model(name)
     directory = Path(directory)
-    target = directory / model.file_name
-    if target.is_file():
-        return target
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.file_name}.", suffix=".part", dir=directory)
+    for present in (directory / file_name for file_name in model.file_names):
+        if present.is_file():  # either accepted spelling: nothing to download
+            return present
+    target = directory / model.hf_file_name
+    url = download_url(model)
+    fix = (f"Download {url} yourself and save it as {target} (or put the official "
+           f"{model.file_name} from {model.url} into {directory}).")
     try:
-        log.info("downloading %s to %s", model.url, target)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(model.url, timeout=timeout) as resp:
-            while chunk := resp.read(1 << 20):
-                out.write(chunk)
-        _read_file(Path(tmp_name))  # refuse to install something that does not load
-        os.replace(tmp_name, target)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise WeightsError(f"Could not download {model.url} into {directory} ({exc}). Download it "
-                           f"elsewhere and put it at {target}.") from exc
-    except Exception as exc:  # a download that is not a readable checkpoint
-        raise WeightsError(f"The download of {model.url} is not a readable checkpoint ({exc}); "
-                           f"nothing was written to {target}.") from exc
+        directory.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".splice-download-", dir=directory))
+    except OSError as exc:
+        raise WeightsError(f"Cannot write DINO weights into {directory} ({exc}). {fix}") from exc
+    try:
+        partial = staging / model.hf_file_name
+        log.info("downloading %s to %s", url, target)
+        try:
+            _fetch(url, partial, timeout, progress)
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
+            raise WeightsError(f"Could not download {model.hf_file_name} from {url} into "
+                               f"{directory} ({exc}). {fix}") from exc
+        try:
+            load_backbone(partial)  # refuse to install something that does not load as a ViT
+        except WeightsError as exc:
+            raise WeightsError(f"The download of {url} is not a DINO ViT ({exc}); nothing was "
+                               f"written to {target}. {fix}") from exc
+        os.replace(partial, target)
     finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("downloaded %s to %s", url, target)
     return target
+
+
+def _fetch(url: str, path: Path, timeout: float, progress: DownloadProgress | None) -> None:
+    """Stream ``url`` into ``path``; a body shorter than its Content-Length is an error."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp, open(path, "wb") as out:
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        done = 0
+        if progress is not None:
+            progress(0, total)
+        while chunk := resp.read(1 << 20):
+            out.write(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
+    if total is not None and done != total:
+        raise OSError(f"the connection closed after {done} of {total} bytes")
 
 
 def save_tiny_backbone(path: str | os.PathLike, patch_size: int = 16, embed_dim: int = 64,

@@ -12,6 +12,7 @@ from .api import ComfyExtension, io
 from .apply import SpliceApply
 from .descriptors import NODES as DESCRIPTOR_NODES
 from .dino import SpliceLoadDINO
+from .examples import install_example_inputs
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .keyframes import SpliceSelectKeyframes
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
@@ -48,6 +49,9 @@ class SpliceExtension(ComfyExtension):
     """The comfy-splice extension: ComfyUI asks it for its node classes at startup."""
 
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        # ComfyUI asks once, when it loads the pack: the moment to make the templates' example
+        # images available to LoadImage (missing ones only; a user's file is never replaced).
+        install_example_inputs()
         return node_list()
 
 

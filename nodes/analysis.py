@@ -126,4 +126,5 @@ class SpliceMetrics(io.ComfyNode):
             lines += [f"  {i}: structure distance {d:.5f}, DINO-I {s:.4f}"
                       for i, (d, s) in enumerate(zip(distances.tolist(), similarities.tolist()))]
         report = "\n".join(lines)
+        host.show_text(report)  # on the node itself, not only in the output's text
         return io.NodeOutput(report, mean_distance, mean_similarity, ui=ui.PreviewText(report))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..comfy_splice.backbone import (WeightsError, download_weights, load_backbone,
+from ..comfy_splice.backbone import (WeightsError, download_url, download_weights, load_backbone,
                                      missing_weights_message, official_model)
 from . import host, paths
 from .api import CATEGORY, io
@@ -27,23 +27,28 @@ class SpliceLoadDINO(io.ComfyNode):
             description=(
                 "Loads a DINO-ViT (self-supervised Vision Transformer) whose features Splice uses: "
                 "the CLS token for appearance and the attention keys' self-similarity for "
-                "structure. Put weight files (.pth or .safetensors) in models/splice_dino. The "
-                "paper uses dino_vitbase8_pretrain.pth (ViT-B/8)."),
+                "structure. Put weight files (.safetensors or .pth) in models/splice_dino, or let "
+                "the node download one. The paper's model is ViT-B/8: "
+                "vit_base_patch8_224.dino.safetensors (timm/vit_base_patch8_224.dino on Hugging "
+                "Face) or the official dino_vitbase8_pretrain.pth."),
             inputs=[
                 io.Combo.Input(
                     "model_name", options=paths.dino_options(), default=paths.DEFAULT_DINO_FILE,
                     tooltip=(
                         "DINO weights in models/splice_dino (or a folder configured as "
-                        "'splice_dino' in extra_model_paths.yaml). The four official DINO v1 names "
-                        "are always listed; a missing one is downloaded only when "
-                        "download_if_missing is on. dino_vitbase8_pretrain.pth (ViT-B/8) is the "
-                        "paper's model; the ViT-S and /16 models are faster and coarser.")),
+                        "'splice_dino' in extra_model_paths.yaml). The four official DINO v1 "
+                        "models are always listed, each under two names: the Hugging Face "
+                        "safetensors (vit_*.dino.safetensors) and the official .pth; a missing one "
+                        "is downloaded only when download_if_missing is on. ViT-B/8 (vit_base_"
+                        "patch8_224.dino) is the paper's model; ViT-S and /16 are faster and "
+                        "coarser.")),
                 io.Boolean.Input(
                     "download_if_missing", default=False,
                     tooltip=(
-                        "If the chosen official file is not on disk, download it from "
-                        "dl.fbaipublicfiles.com into the first splice_dino folder (ViT-B/8 is "
-                        "~330 MB). Off: a missing file is an error that names the folder and URL.")),
+                        "If the chosen official model is not on disk, download its safetensors from "
+                        "huggingface.co (timm/vit_*.dino) into the first splice_dino folder, with "
+                        "progress on this node (ViT-B/8 is ~350 MB). Off: a missing file is an "
+                        "error that names the folder, the file and the URL.")),
             ],
             outputs=[
                 SpliceDino.Output(
@@ -81,5 +86,5 @@ def _fetch_missing(model_name: str, download: bool) -> str:
         raise WeightsError(
             f"{missing_weights_message(model_name, folder)} To let this node download it, turn on "
             f"'download_if_missing'.")
-    log.info("Splice: downloading %s into %s", official_model(model_name).url, folder)
-    return str(download_weights(model_name, folder))
+    log.info("Splice: downloading %s into %s", download_url(official_model(model_name)), folder)
+    return str(download_weights(model_name, folder, progress=host.ByteProgress()))

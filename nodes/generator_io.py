@@ -1,9 +1,11 @@
 """Save Splice Generator / Load Splice Generator.
 
-Saving follows ComfyUI's conventions for trained weights (like core's Save LoRA): a safetensors
-file in the output folder with a counter in its name, and, unless ComfyUI runs with
+Saving writes where loading looks: a safetensors file in the first ``splice_generators`` folder
+(``models/splice_generators`` unless extra_model_paths.yaml puts another first) with a counter
+in its name, as core's Save LoRA names files, and, unless ComfyUI runs with
 ``--disable-metadata``, the prompt and workflow as JSON strings in its metadata (with the Splice
-config, which is always written). Loading reads ``models/splice_generators``.
+config, which is always written). So a saved generator is in Load Splice Generator's list on
+the next refresh, with no file moved by hand.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import folder_paths
 from comfy.cli_args import args
 
 from ..comfy_splice.checkpoint import load_generator, save_generator
-from . import paths
+from . import host, paths
 from .api import CATEGORY, io, ui
 from .errors import check_choice, readable_errors
 from .generators import check_generator
@@ -38,13 +40,13 @@ def _workflow_metadata(prompt: object, extra_pnginfo: object) -> dict[str, str]:
     return metadata
 
 
-def _check_inside(output_dir: str, filename_prefix: str) -> None:
-    """The prefix names a place inside the output folder (no '..' or absolute path out of it)."""
-    root = os.path.abspath(output_dir)
+def _check_inside(save_dir: str, filename_prefix: str) -> None:
+    """The prefix names a place inside the save folder (no '..' or absolute path out of it)."""
+    root = os.path.abspath(save_dir)
     target = os.path.abspath(os.path.join(root, filename_prefix))
     if os.path.commonpath((root, target)) != root:
-        raise ValueError(f"filename_prefix {filename_prefix[:80]!r} points outside ComfyUI's output "
-                         f"folder; use a name inside it, such as 'splice/generator'.")
+        raise ValueError(f"filename_prefix {filename_prefix[:80]!r} points outside the "
+                         f"splice_generators folder ({root}); use a name inside it, such as 'splice/generator'.")
 
 
 class SpliceSaveGenerator(io.ComfyNode):
@@ -58,9 +60,9 @@ class SpliceSaveGenerator(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Saves a trained Splice generator (~4 MB safetensors with its training config and, "
-                "unless ComfyUI runs with --disable-metadata, the workflow) to the output folder. "
-                "To load it later with 'Load Splice Generator', move the file into "
-                "models/splice_generators."),
+                "unless ComfyUI runs with --disable-metadata, the workflow) into "
+                "models/splice_generators, where 'Load Splice Generator' lists it (press R in the "
+                "UI to refresh the lists). The node shows where it wrote the file."),
             is_output_node=True,
             inputs=[
                 SpliceGenerator.Input(
@@ -68,7 +70,7 @@ class SpliceSaveGenerator(io.ComfyNode):
                     tooltip="From 'Train Generator (Splice)' (or 'Load Splice Generator')."),
                 io.String.Input(
                     "filename_prefix", default="splice/generator",
-                    tooltip=("File name prefix inside the output folder; a counter and "
+                    tooltip=("File name prefix inside models/splice_generators; a counter and "
                              ".safetensors are appended. May contain subfolders and %date% "
                              "tokens like Save Image.")),
             ],
@@ -84,10 +86,11 @@ class SpliceSaveGenerator(io.ComfyNode):
         if not filename_prefix.strip():
             raise ValueError("filename_prefix is empty; give the file a name such as "
                              "'splice/generator'.")
-        output_dir = folder_paths.get_output_directory()
-        _check_inside(output_dir, filename_prefix)
+        save_dir = paths.generator_folders()[0]
+        _check_inside(save_dir, filename_prefix)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix,
-                                                                               output_dir)
+                                                                               save_dir)
+        os.makedirs(folder, exist_ok=True)
         file_name = f"{name}_{counter:05}_.safetensors"
         path = os.path.join(folder, file_name)
         hidden = cls.hidden
@@ -95,11 +98,13 @@ class SpliceSaveGenerator(io.ComfyNode):
                                       getattr(hidden, "extra_pnginfo", None))
         save_generator(path, trained, extra_metadata=metadata)
         log.info("Splice: saved generator to %s", path)
-        shown = f"{subfolder}/{file_name}" if subfolder else file_name
+        listed = f"{subfolder}/{file_name}" if subfolder else file_name
+        text = f"Saved {path}\n'Load Splice Generator' lists it as {listed}"
+        host.show_text(text)
         return io.NodeOutput(ui={
-            "text": [f"Saved output/{shown}. Move it to models/splice_generators to load it."],
+            "text": [text],
             "splice_generators": [{"filename": file_name, "subfolder": subfolder,
-                                   "type": "output"}],
+                                   "type": paths.GENERATOR_FOLDER, "name": listed}],
         })
 
 
@@ -115,13 +120,13 @@ class SpliceLoadGenerator(io.ComfyNode):
             description=(
                 "Loads a trained Splice generator (.safetensors written by 'Save Splice "
                 "Generator') from models/splice_generators, so it can be applied again without "
-                "training."),
+                "training. Newly saved files appear after a refresh (R), without a restart."),
             inputs=[
                 io.Combo.Input(
                     "generator_name", options=paths.generator_options(),
                     tooltip=("A generator file in models/splice_generators (or a folder configured "
-                             "as 'splice_generators' in extra_model_paths.yaml). Files saved by "
-                             "'Save Splice Generator' land in the output folder: move them here.")),
+                             "as 'splice_generators' in extra_model_paths.yaml). 'Save Splice "
+                             "Generator' writes there, so its files are listed here.")),
             ],
             outputs=[
                 SpliceGenerator.Output("generator", display_name="generator",

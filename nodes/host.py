@@ -258,6 +258,13 @@ class Progress:
             self._last_sent = now
             self.bar.update_absolute(done, total)
 
+    def log(self, done: int, losses: dict[str, float]) -> None:
+        """Show the latest losses on the node beside the preview (every ``log_every`` steps)."""
+        terms = ", ".join(f"{name} {losses[name]:.4g}" for name in ("structure", "appearance", "identity")
+                          if name in losses)
+        show_text(f"step {done}/{self.total}: loss {losses.get('loss', float('nan')):.4g}"
+                  + (f" ({terms})" if terms else ""))
+
     def preview(self, done: int, image: Tensor) -> None:
         """Show ``image`` ([1, 3, H, W] in [0, 1]) on the node, with the progress value ``done``.
 
@@ -270,3 +277,36 @@ class Progress:
         max_size = args.preview_size if max(picture.size) > args.preview_size else None
         self._last_sent = time.monotonic()
         self.bar.update_absolute(done, self.total, ("JPEG", picture, max_size))
+
+
+def show_text(text: str) -> None:
+    """Show ``text`` on the running node (ComfyUI's progress-text mechanism, drawn under its
+    widgets by the frontend; it stays there after the run). Without a running node (the node
+    called outside a prompt) nothing is sent."""
+    from comfy_execution.utils import get_executing_context
+
+    context = get_executing_context()
+    if context is None:
+        return
+    from server import PromptServer  # imported by then: the server is what runs the node
+
+    if PromptServer.instance is not None:
+        PromptServer.instance.send_progress_text(text, context.node_id)
+
+
+class ByteProgress:
+    """A download's bytes on the node's progress bar (and a Cancel honoured between chunks)."""
+
+    def __init__(self, min_interval: float = 0.1) -> None:
+        self.min_interval = min_interval
+        self.bar = comfy.utils.ProgressBar(1)
+        self._last_sent = float("-inf")
+
+    def __call__(self, done: int, total: int | None) -> None:
+        check_interrupt()
+        now = time.monotonic()
+        if done == 0 or done == total or now - self._last_sent >= self.min_interval:
+            self._last_sent = now
+            # Without a Content-Length the bar stays at its start; the bytes still count.
+            self.bar.update_absolute(done if total else 0, max(total or 1, 1))
+            show_text(f"downloading: {done / 1e6:.1f} MB" + (f" of {total / 1e6:.1f} MB" if total else ""))

@@ -29,8 +29,10 @@ GENERATOR_FOLDER = "splice_generators"
 DINO_EXTENSIONS = frozenset({".pth", ".pt", ".safetensors"})
 GENERATOR_EXTENSIONS = frozenset({".safetensors"})
 
-OFFICIAL_FILE_NAMES: tuple[str, ...] = tuple(m.file_name for m in DINO_MODELS.values())
-DEFAULT_DINO_FILE = DINO_MODELS[DEFAULT_MODEL].file_name
+# Both accepted spellings of each official model: the hub's safetensors (downloadable from the
+# UI) and the DINO release's .pth (what existing installs have).
+OFFICIAL_FILE_NAMES: tuple[str, ...] = tuple(name for m in DINO_MODELS.values() for name in m.file_names)
+DEFAULT_DINO_FILE = DINO_MODELS[DEFAULT_MODEL].hf_file_name
 
 
 def _register(key: str, extensions: frozenset[str]) -> None:
@@ -67,7 +69,7 @@ def generator_folders() -> list[str]:
 
 
 def dino_options() -> list[str]:
-    """Weight files on disk plus the four official DINO v1 names (downloadable on request)."""
+    """Weight files on disk plus both names of the four official DINO v1 models."""
     register_folders()
     files = folder_paths.get_filename_list(DINO_FOLDER)
     return sorted(set(files) | set(OFFICIAL_FILE_NAMES))

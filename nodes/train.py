@@ -132,7 +132,10 @@ class SpliceTrainGenerator(io.ComfyNode):
                     tooltip="Adam learning rate, constant (paper: 0.002, betas 0 and 0.99)."),
                 io.Int.Input(
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
-                    tooltip="Seed of the generator's initial weights and of the augmentations."),
+                    tooltip=("Seed of the generator's initial weights and of the augmentations. "
+                             "Its 'control after generate' starts at 'fixed' (the pack's web "
+                             "extension sets it), so queueing the same graph again reuses the "
+                             "trained generator instead of training again.")),
                 io.Float.Input(
                     "identity_weight", default=1.0, min=0.0, max=1000.0, step=0.01,
                     tooltip=("Weight of the identity term (paper: 1): the generator applied to the "
@@ -264,7 +267,8 @@ class SpliceTrainGenerator(io.ComfyNode):
                     on_step=progress.step, on_preview=progress.preview, init=init,
                     should_finish=stop_event.is_set,
                     max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,
-                    checkpoint_every=autosave.every, on_checkpoint=autosave.save)
+                    checkpoint_every=autosave.every, on_checkpoint=autosave.save,
+                    on_log=progress.log)
                 backbone = None
             autosave.save(trained)
             if trained.steps_done < config.steps:

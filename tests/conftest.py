@@ -110,3 +110,57 @@ def comfy_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServe
     """The session's real ComfyUI 0.3.75 (``main.py --cpu``) with this pack installed; default
     cache behaviour (no --cache-lru). See tools/comfy_client.py for the client API."""
     return comfy_server_factory(name="comfyui")
+
+
+class HubStub:
+    """A stand-in for the Hugging Face hub: an HTTP server on 127.0.0.1 in a thread of the test
+    process (these machines reach no model hub). ``serve(path, body)`` publishes a file;
+    ``status`` and a declared ``length`` other than the body's make HTTP errors and truncated
+    downloads. Anything not published is a 404. Point code at it with ``$HF_ENDPOINT``."""
+
+    def __init__(self) -> None:
+        import http.server
+
+        files: dict[str, tuple[int, bytes, int]] = {}
+        requests: list[str] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                requests.append(self.path)
+                status, body, length = files.get(self.path, (404, b"Entry not found", 15))
+                self.send_response(status)
+                self.send_header("Content-Length", str(length))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                """Quiet: tests assert on ``requests`` instead."""
+
+        self.files, self.requests = files, requests
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        import threading
+
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def serve(self, path: str, body: bytes, status: int = 200, length: int | None = None) -> None:
+        self.files[path] = (status, body, len(body) if length is None else length)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def hub_stub() -> Iterator[HubStub]:
+    """The session's hub stand-in (see HubStub); tests publish what they need on it."""
+    hub = HubStub()
+    try:
+        yield hub
+    finally:
+        hub.close()

@@ -352,8 +352,9 @@ def weights_report(comfyui: Path) -> str:
     if found:
         return f"DINO weights in {folder}: {', '.join(found)}"
     return (f"No DINO weights in {folder} yet (the tests use a tiny random ViT of their own).\n"
-            f"  To run the workflows, put {default.file_name} there, from {default.url}\n"
-            f"  or switch on download_if_missing in the 'Load DINO-ViT (Splice)' node.")
+            f"  To run the workflows, save {default.hf_url} there as {default.hf_file_name},\n"
+            f"  press Download in ComfyUI's missing-models dialog, or switch on download_if_missing\n"
+            f"  in the 'Load DINO-ViT (Splice)' node.")
 
 
 def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:

@@ -19,11 +19,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 
-# The DINO weights every Splice workflow loads (the paper's ViT-B/8), where ComfyUI's
-# missing-models dialog should point.
+# The DINO weights every Splice workflow loads (the paper's ViT-B/8, the Hugging Face hub's
+# safetensors), where ComfyUI's missing-models dialog should point: a .safetensors URL on
+# huggingface.co in a registered folder, so the dialog offers its download.
 DINO_MODEL = {
-    "name": DINO_MODELS[DEFAULT_MODEL].file_name,
-    "url": DINO_MODELS[DEFAULT_MODEL].url,
+    "name": DINO_MODELS[DEFAULT_MODEL].hf_file_name,
+    "url": DINO_MODELS[DEFAULT_MODEL].hf_url,
     "directory": "splice_dino",
 }
 SD15_CHECKPOINT = {
@@ -110,15 +111,18 @@ SPLICE_NOTE = """## Splice: semantic appearance transfer
 Trains a small generator on **one pair**: the output keeps the layout of the *structure* image and
 takes the look of the *appearance* image (Tumanyan et al., CVPR 2022).
 
-**Weights:** put `{dino_name}` (ViT-B/8, 330 MB,
-{dino_url})
-in `ComfyUI/models/splice_dino/`, or switch on *download_if_missing*.
+**Weights:** *Load DINO-ViT* uses `{dino_name}` (ViT-B/8, ~350 MB, from
+Hugging Face `{dino_repo}`) in `ComfyUI/models/splice_dino/`. If ComfyUI says
+it is missing, press *Download* in that dialog, or switch on *download_if_missing* on the node.
+The official `{dino_pth}` works too.
 
-**Inputs:** copy the example images from this pack's `workflows/input/` into `ComfyUI/input/`,
-or load your own.
+**Inputs:** the example images are copied into `ComfyUI/input/` when the pack loads; load your
+own to change the pair.
 
-2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first.""".format(
-    dino_name=DINO_MODEL["name"], dino_url=DINO_MODEL["url"])
+2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first. The seed is fixed, so
+queueing again with the same inputs reuses the trained generator instead of training again.""".format(
+    dino_name=DINO_MODEL["name"], dino_repo=DINO_MODELS[DEFAULT_MODEL].hf_repo,
+    dino_pth=DINO_MODELS[DEFAULT_MODEL].file_name)
 
 
 # Layout: columns and rows in canvas units (node pos is the body's top-left; titles sit above).
@@ -164,7 +168,7 @@ def basic_workflow() -> WorkflowSpec:
 
 **This graph:** *Train Generator* learns the pair, *Splice Output* applies the trained generator
 to the structure image, *Plot Loss Graph* draws the loss curve, and *Visualize Structure* shows
-what the structure loss compares (the main components of DINO's key self-similarity).""", 460)] + nodes + [
+what the structure loss compares (the main components of DINO's key self-similarity).""", 540)] + nodes + [
         NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4}, size=(300, 102)),
         NodeSpec("save", "SaveImage", (X_SAVE, 0), {"filename_prefix": "splice/result"}, size=(420, 400)),
         NodeSpec("loss_plot", "LossGraphNode", (X_APPLY, 180), {"filename_prefix": "splice/loss"},
@@ -211,7 +215,7 @@ def video_workflow() -> WorkflowSpec:
 video (set N so the keyframes show everything that enters the shot); *Train Generator* trains
 once on all of them (one keyframe per step: a step costs what one image costs); *Splice Output*
 applies the generator to every frame, and *Create Video* writes them with the clip's frame rate
-and sound. *Save Splice Generator* keeps the generator for other clips of the shot.""", 640)] + nodes + [
+and sound. *Save Splice Generator* keeps the generator for other clips of the shot.""", 720)] + nodes + [
         NodeSpec("components", "GetVideoComponents", (X_INPUT, 920), {}, size=(320, 86)),
         NodeSpec("keyframes", "SpliceSelectKeyframes", (X_INPUT, 1070), {"every_nth": 4}, size=(320, 82)),
         NodeSpec("save_generator", "SpliceSaveGenerator", (X_APPLY, 0), {"filename_prefix": "splice/village_winter"},
@@ -329,7 +333,7 @@ and colours while the sampler adds detail. Lower *strength* or raise *denoise* f
 VAE and re-sampled at denoise 0.5: Splice decides the layout and colours, diffusion adds detail
 and texture. Pick any SD 1.5 checkpoint in *Load Checkpoint* (the default is
 `v1-5-pruned-emaonly-fp16.safetensors`); raise denoise for more change."""
-    nodes = [_note(SPLICE_NOTE + "\n\n" + how, 560)] + core + tail
+    nodes = [_note(SPLICE_NOTE + "\n\n" + how, 640)] + core + tail
     splice_members = ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train", "apply",
                       "splice_preview"]
     diffusion_members = ["checkpoint", "positive", "negative", "encode", "sampler", "decode", "save"]

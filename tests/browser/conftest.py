@@ -7,8 +7,9 @@ Fixtures:
   what the host tests see on the shared ``comfy_server``. The UI settings that keep dialogs off
   the canvas are stored on it.
 - ``dino_weights``: the tiny random DINO from ``tiny_dino_file`` copied to the server's
-  ``splice_dino`` folder under the name the workflows use (``dino_vitbase8_pretrain.pth``);
-  ``without_dino_weights``: that file parked elsewhere for one test.
+  ``splice_dino`` folder under the names the workflows use (``vit_base_patch8_224.dino.safetensors``,
+  and the official ``dino_vitbase8_pretrain.pth``); ``without_dino_weights``: those files parked
+  elsewhere for one test.
 - ``browser``: one headless Chromium per session; ``app_page``: one tab on the web app per
   session (each test starts by closing dialogs and loading what it needs).
 - ``artifacts``: ``artifacts/browser/`` in the repo root (git-ignored) for screenshots.
@@ -29,14 +30,13 @@ from tools.comfy_server import ComfyServer
 from tools.provision import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
-DINO_NAME = build_workflows.DINO_MODEL["name"]
+DINO_NAMES = (build_workflows.DINO_MODEL["name"], build_workflows.DINO_MODEL_PTH["name"])
 
 
 @pytest.fixture(scope="session")
 def browser_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
+    # No example input is copied here: the pack puts them into the input folder when it loads.
     server = comfy_server_factory(name="browser-comfyui")
-    for name in make_examples.ALL_FILES:
-        shutil.copy(build_workflows.WORKFLOWS_DIR / "input" / name, server.input_dir / name)
     comfy_page.apply_ui_settings(server.url)
     return server
 
@@ -48,26 +48,34 @@ def object_info(browser_server: ComfyServer) -> dict[str, Any]:
 
 @pytest.fixture()
 def dino_weights(browser_server: ComfyServer, tiny_dino_file: Path) -> Path:
-    """The tiny test ViT where the workflows expect the official ViT-B/8 file."""
-    target = browser_server.models_dir / DINO_NAME
-    if not target.is_file():
-        shutil.copy(tiny_dino_file, target)
-    return target
+    """The tiny test ViT where the workflows expect the ViT-B/8 file (both spellings)."""
+    for name in DINO_NAMES:
+        target = browser_server.models_dir / name
+        if not target.is_file():
+            if target.suffix == ".safetensors":
+                from safetensors.torch import save_file
+                import torch
+
+                save_file(torch.load(tiny_dino_file, weights_only=True), str(target))
+            else:
+                shutil.copy(tiny_dino_file, target)
+    return browser_server.models_dir / DINO_NAMES[0]
 
 
 @pytest.fixture()
 def without_dino_weights(browser_server: ComfyServer) -> Iterator[None]:
     """For one test, no official-name DINO file in the server's splice_dino folder."""
-    target = browser_server.models_dir / DINO_NAME
-    parked = browser_server.workdir / (DINO_NAME + ".parked")
-    moved = target.is_file()
-    if moved:
-        target.rename(parked)
+    moved = []
+    for name in DINO_NAMES:
+        target = browser_server.models_dir / name
+        if target.is_file():
+            target.rename(browser_server.workdir / (name + ".parked"))
+            moved.append(target)
     try:
         yield
     finally:
-        if moved:
-            parked.rename(target)
+        for target in moved:
+            (browser_server.workdir / (target.name + ".parked")).rename(target)
 
 
 @pytest.fixture(scope="session")

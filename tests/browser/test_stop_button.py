@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools import build_workflows as bw, comfy_page
+from tools import comfy_page, workflow_specs as bw
 from tools.comfy_server import ComfyServer
 
 STEPS = 5000

@@ -120,8 +120,9 @@ def test_widgets_values_follow_the_node_schemas(spec: bw.WorkflowSpec, workflow:
     assert not problems, "\n".join(problems)
 
 
-def test_shipped_defaults_are_the_papers(workflow: dict[str, Any], object_info: dict[str, Any]) -> None:
-    """ViT-B/8 under its official file name, 2000 steps, a fixed seed."""
+def test_shipped_defaults_are_the_papers(spec: bw.WorkflowSpec, workflow: dict[str, Any],
+                                        object_info: dict[str, Any]) -> None:
+    """ViT-B/8 (the hub's safetensors, or the official file name), 2000 steps, a fixed seed."""
     def values_of(node_type: str) -> list[dict[str, Any]]:
         names = [w[0] for w in schema_widgets(object_info[node_type])]
         return [dict(zip(names, n["widgets_values"])) for n in workflow["nodes"] if n["type"] == node_type]
@@ -129,7 +130,9 @@ def test_shipped_defaults_are_the_papers(workflow: dict[str, Any], object_info: 
     trains, dinos = values_of("SpliceTrainGenerator"), values_of("SpliceLoadDINO")
     assert len(trains) == 1 and len(dinos) == 1
     assert trains[0]["steps"] == 2000 and trains[0]["control_after_generate"] == "fixed"
-    assert dinos[0] == {"model_name": "dino_vitbase8_pretrain.pth", "download_if_missing": False}
+    dino_spec = next(n for n in spec.nodes if n.type == "SpliceLoadDINO")
+    assert dinos[0] == {"model_name": dino_spec.models[0]["name"], "download_if_missing": False}
+    assert dinos[0]["model_name"] in ("vit_base_patch8_224.dino.safetensors", "dino_vitbase8_pretrain.pth")
 
 
 def test_graph_matches_its_description(spec: bw.WorkflowSpec, workflow: dict[str, Any]) -> None:
@@ -183,7 +186,9 @@ def test_nodes_carry_manager_metadata(workflow: dict[str, Any], browser_server: 
 def test_loaders_name_their_model_files(spec: bw.WorkflowSpec, workflow: dict[str, Any]) -> None:
     """properties.models {name, url, directory} on each loader, matching the selected file (the
     frontend only offers entries whose name is a widget value)."""
-    expected = {"SpliceLoadDINO": bw.DINO_MODEL, "CheckpointLoaderSimple": bw.SD15_CHECKPOINT,
+    dino_model = next(n for n in spec.nodes if n.type == "SpliceLoadDINO").models[0]
+    assert dino_model in (bw.DINO_MODEL, bw.DINO_MODEL_PTH)
+    expected = {"SpliceLoadDINO": dino_model, "CheckpointLoaderSimple": bw.SD15_CHECKPOINT,
                 "ControlNetLoader": bw.TILE_CONTROLNET}
     seen = set()
     for node in workflow["nodes"]:
@@ -193,13 +198,17 @@ def test_loaders_name_their_model_files(spec: bw.WorkflowSpec, workflow: dict[st
             continue
         assert node["properties"]["models"] == [model]
         assert model["name"] in node["widgets_values"]
-        assert model["url"].startswith("https://") and model["url"].split("?")[0].endswith(model["name"])
+        assert model["url"].startswith("https://")
+        # The hub serves every model as model.safetensors; other hosts use the file's own name.
+        hub_file = model["url"].startswith("https://huggingface.co/timm/") and model["url"].endswith(
+            "/resolve/main/model.safetensors")
+        assert hub_file or model["url"].split("?")[0].endswith(model["name"])
         seen.add(node["type"])
     assert "SpliceLoadDINO" in seen
     assert ("CheckpointLoaderSimple" in seen) == spec.needs_checkpoint
     assert bw.DINO_MODEL == {
-        "name": "dino_vitbase8_pretrain.pth",
-        "url": "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/dino_vitbase8_pretrain.pth",
+        "name": "vit_base_patch8_224.dino.safetensors",
+        "url": "https://huggingface.co/timm/vit_base_patch8_224.dino/resolve/main/model.safetensors",
         "directory": "splice_dino"}
 
 

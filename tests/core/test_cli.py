@@ -38,7 +38,7 @@ def test_cli_without_weights_says_where_to_get_them(tmp_path: Path) -> None:
     save_image(synthetic_image(64, 64, seed=1), tmp_path / "a.png")
     result = _run(str(tmp_path / "a.png"), str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"))
     assert result.returncode == 2
-    assert "--weights" in result.stderr and "dl.fbaipublicfiles.com" in result.stderr
+    assert "--weights" in result.stderr and "huggingface.co/timm/vit_base_patch8_224.dino" in result.stderr
     assert "Traceback" not in result.stderr
 
 

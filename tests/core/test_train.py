@@ -140,7 +140,8 @@ def test_four_vit_forwards_in_two_batched_calls_per_regular_step(tiny_backbone, 
         trainer.step()  # step 1: a regular step
         step1 = list(calls)
         calls.clear()
-        trainer.step(); calls.clear()
+        trainer.step()  # step 2
+        calls.clear()
         trainer.step()  # step 3: full-image step after warm-up (A's target is cached)
         step3 = list(calls)
     finally:

@@ -419,7 +419,7 @@ def test_save_prefix_cannot_leave_the_output_folder(guarded: ComfyServer, hostil
         "1": {"class_type": "SpliceLoadGenerator", "inputs": {"generator_name": GOOD_GENERATOR}},
         "2": {"class_type": "SpliceSaveGenerator", "inputs": {"generator": ["1", 0], "filename_prefix": prefix}},
     }
-    _fails(guarded, prompt, "2", "points outside ComfyUI's output folder")
+    _fails(guarded, prompt, "2", "points outside the splice_generators folder")
     assert not Path("/tmp/comfy_splice_escaped").exists()
     assert not (guarded.workdir / "escaped").exists() and not (guarded.workdir / "escaped_too").exists()
 

@@ -109,6 +109,8 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Ite
         folder.mkdir()
     saved_folders = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
     saved_output = folder_paths.get_output_directory()
+    saved_input = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(root / "input"))  # the pack copies its examples there
     folder_paths.add_model_folder_path("splice_dino", str(dino_dir), is_default=True)
     folder_paths.add_model_folder_path("splice_generators", str(generators_dir), is_default=True)
     folder_paths.set_output_directory(str(output_dir))
@@ -126,6 +128,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Ite
         folder_paths.folder_names_and_paths.clear()
         folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved_folders.items()})
         folder_paths.set_output_directory(saved_output)
+        folder_paths.set_input_directory(saved_input)
         folder_paths.filename_list_cache.clear()
         import_path.undo()
 
@@ -436,7 +439,7 @@ def test_apply_refuses_what_is_not_a_generator(comfy: Comfy, dino: Any) -> None:
 
 def _saved_file(out: Any, comfy: Comfy) -> Path:
     (entry,) = out.ui["splice_generators"]
-    return comfy.output_dir / entry["subfolder"] / entry["filename"]
+    return comfy.generators_dir / entry["subfolder"] / entry["filename"]
 
 
 def test_save_writes_metadata_and_load_restores_the_same_pixels(comfy: Comfy, trained: Any) -> None:

@@ -29,7 +29,9 @@ NODE_IDS = ("SpliceLoadDINO", "SpliceStructureLoss", "SpliceAppearanceLoss", "Sp
             "SpliceApply", "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure",
             "SpliceMetrics", "SpliceSelectKeyframes")
 OFFICIAL = ("dino_deitsmall16_pretrain.pth", "dino_deitsmall8_pretrain.pth",
-            "dino_vitbase16_pretrain.pth", "dino_vitbase8_pretrain.pth")
+            "dino_vitbase16_pretrain.pth", "dino_vitbase8_pretrain.pth",
+            "vit_small_patch16_224.dino.safetensors", "vit_small_patch8_224.dino.safetensors",
+            "vit_base_patch16_224.dino.safetensors", "vit_base_patch8_224.dino.safetensors")
 TRAIN = "6"  # node id of Train Generator in splice_graph()
 WORKFLOW = {"last_node_id": 11, "nodes": [{"id": 6, "type": "SpliceTrainGenerator"}], "version": 0.4}
 
@@ -129,7 +131,7 @@ def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, f
     assert info["LossGraphNode"]["input"]["required"]["loss"][0] == "LOSS_MAP"
     options = info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["options"]
     assert TINY in options and set(OFFICIAL) <= set(options)
-    assert info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["default"] == "dino_vitbase8_pretrain.pth"
+    assert info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["default"] == "vit_base_patch8_224.dino.safetensors"
 
 
 def test_model_lists_merge_folders_and_refresh_without_restart(comfy_server: ComfyServer,
@@ -196,7 +198,7 @@ def test_save_load_apply_gives_the_same_pixels(comfy_server: ComfyServer, files:
                                                full_run: tuple[dict[str, Any], RunResult, RunResult]) -> None:
     prompt, result, _ = full_run
     (entry,) = result.outputs["11"]["splice_generators"]
-    saved = comfy_server.output_dir / entry["subfolder"] / entry["filename"]
+    saved = comfy_server.generators_dir / entry["subfolder"] / entry["filename"]
     assert saved.is_file() and saved.name.startswith("nodes_") and saved.suffix == ".safetensors"
     with safe_open(str(saved), framework="pt") as handle:
         metadata = handle.metadata()
@@ -273,7 +275,8 @@ def _write_not_a_vit(server: ComfyServer) -> str:
 
 BAD_INPUTS = {
     "missing weights": (lambda s: {"dino": "dino_deitsmall16_pretrain.pth"},
-                        ["dino_deitsmall16_pretrain.pth", "https://dl.fbaipublicfiles.com/dino/", "download_if_missing"],
+                        ["dino_deitsmall16_pretrain.pth", "https://huggingface.co/timm/vit_small_patch16_224.dino/",
+                         "download_if_missing"],
                         "3"),
     "corrupt file": (lambda s: {"dino": _write_corrupt(s)}, ["corrupt_dino.pth", "Could not read"], "3"),
     "not a DINO ViT": (lambda s: {"dino": _write_not_a_vit(s)}, ["not_a_vit.safetensors", "not a DINO ViT"], "3"),

@@ -1,0 +1,125 @@
+"""A new artist's first clicks, in the real ComfyUI app in Chromium.
+
+- Each shipped template, opened from the server's template route on a ComfyUI without DINO
+  weights: the missing-models dialog names ``splice_dino / <file>`` with its Download action
+  (the download itself cannot happen here: no model hub).
+- Basic Splice runs with no example input copied by the test (the pack puts them in place), and
+  the second Queue of the same graph trains nothing: the server's history shows the node cached.
+- A Train Generator added by hand starts with a fixed seed (the pack's web extension).
+- What the nodes show: the loss beside the preview, Splice Metrics' numbers, where Save Splice
+  Generator wrote its file, as text on the nodes in the page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tools import comfy_page, workflow_specs as bw
+from tools.comfy_server import ComfyServer
+
+TEST_STEPS = 2
+HUB_TEMPLATES = [s for s in bw.WORKFLOWS
+                 if next(n for n in s.nodes if n.type == "SpliceLoadDINO").models == [bw.DINO_MODEL]]
+
+
+def _template(server: ComfyServer, name: str) -> dict[str, Any]:
+    """The workflow as the template browser fetches it from the server."""
+    response = requests.get(f"{server.url}/api/workflow_templates/comfy-splice/{name}.json", timeout=30)
+    assert response.status_code == 200, response.status_code
+    return response.json()
+
+
+def test_the_basic_templates_use_the_hub_weights() -> None:
+    assert {s.name for s in HUB_TEMPLATES} >= {"splice_basic", "splice_then_img2img",
+                                               "splice_then_controlnet_tile"}
+
+
+@pytest.mark.parametrize("spec", HUB_TEMPLATES, ids=[s.name for s in HUB_TEMPLATES])
+def test_missing_dino_file_is_offered_for_download(page: comfy_page.ComfyPage, browser_server: ComfyServer,
+                                                    without_dino_weights: None, spec: bw.WorkflowSpec) -> None:
+    page.load_workflow(_template(browser_server, spec.name))
+    label = f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}"
+    dialog = page.wait_for_dialog(label)
+    assert "not allowed" not in dialog.lower() and "invalid directory" not in dialog.lower(), dialog
+    # The row's Download button carries the hub URL as its title and is enabled.
+    button = page.evaluate("""([label, url]) => {
+        const dialog = [...document.querySelectorAll('.p-dialog')].find((d) => d.innerText.includes(label));
+        const row = [...dialog.querySelectorAll('li')].find((li) => li.innerText.includes(label));
+        const b = row && [...row.querySelectorAll('button')].find((b) => b.title === url);
+        return b ? { text: b.innerText, disabled: b.disabled } : null; }""",
+                           [label, bw.DINO_MODEL["url"]])
+    assert button is not None, f"no Download button for {label} in {dialog!r}"
+    assert button["text"].startswith("Download") and not button["disabled"], button
+    page.close_dialogs()
+
+
+def test_a_new_train_node_has_a_fixed_seed(page: comfy_page.ComfyPage) -> None:
+    values = page.evaluate("""() => {
+        const node = LiteGraph.createNode('SpliceTrainGenerator');
+        const w = node.widgets.find((w) => w.name === 'control_after_generate');
+        const other = LiteGraph.createNode('KSampler');  // core nodes keep the frontend's default
+        return [w && w.value, other.widgets.find((w) => w.name === 'control_after_generate').value]; }""")
+    assert values == ["fixed", "randomize"]
+
+
+def _cached(server: ComfyServer, prompt_id: str) -> list[str]:
+    messages = server.history(prompt_id)["status"]["messages"]
+    return [str(n) for kind, data in messages if kind == "execution_cached" for n in data["nodes"]]
+
+
+def _node_text(page: comfy_page.ComfyPage, node_id: int, needle: str) -> str:
+    """The progress text shown on a node, once it contains ``needle``; also checked in the DOM."""
+    text = page.wait_for("""([id, needle]) => {
+        const node = window.app.graph.getNodeById(id);
+        const w = (node.widgets || []).find((w) => w.name === '$$node-text-preview');
+        return w && String(w.value).includes(needle) ? String(w.value) : null; }""",
+                         arg=[node_id, needle], timeout_s=30, what=f"text {needle!r} on node {node_id}")
+    page.wait_for("(needle) => [...document.querySelectorAll('textarea, div')].some((e) => "
+                  "(e.value || e.innerText || '').includes(needle))", arg=needle, timeout_s=30,
+                  what=f"{needle!r} in the page's DOM")
+    return text
+
+
+def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
+        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path) -> None:
+    spec = bw.basic_workflow()
+    for name in ("splice_structure_village.png", "splice_appearance_winter.png"):
+        assert (browser_server.input_dir / name).is_file(), "the pack did not put its example inputs in place"
+    page.load_workflow(_template(browser_server, spec.name))
+    page.close_dialogs()
+    train, dino = spec.node_id("train"), spec.node_id("dino")
+    page.set_widget(train, "steps", TEST_STEPS)
+    ids = page.evaluate("""([train, dino, structure, appearance]) => {
+        const app = window.app, g = app.graph, t = g.getNodeById(train);
+        const metrics = LiteGraph.createNode('SpliceMetrics'); g.add(metrics); metrics.pos = [1540, 560];
+        const save = LiteGraph.createNode('SpliceSaveGenerator'); g.add(save); save.pos = [1900, 560];
+        save.widgets.find((w) => w.name === 'filename_prefix').value = 'browser/first_click';
+        g.getNodeById(dino).connect(0, metrics, 0);
+        t.connect(2, metrics, 1);
+        g.getNodeById(structure).connect(0, metrics, 2);
+        g.getNodeById(appearance).connect(0, metrics, 3);
+        t.connect(0, save, 0);
+        return [metrics.id, save.id]; }""",
+                        [train, dino, spec.node_id("structure"), spec.node_id("appearance")])
+    metrics, save = ids
+    page.fit_view()
+
+    first = page.queue(timeout_s=300)
+    assert first.of_type("execution_success"), first.events
+    assert str(train) not in _cached(browser_server, first.prompt_id)
+    loss = _node_text(page, train, f"step {TEST_STEPS}/{TEST_STEPS}: loss ")
+    assert float(loss.split("loss ")[1].split(" ")[0]) > 0
+    assert "DINO-I:" in _node_text(page, metrics, "structure distance:")
+    saved = browser_server.generators_dir / "browser" / "first_click_00001_.safetensors"
+    assert saved.is_file()
+    assert str(saved) in _node_text(page, save, "Saved ")
+
+    assert page.widget_value(train, "control_after_generate") == "fixed"
+    second = page.queue(timeout_s=120)
+    assert second.of_type("execution_success"), second.events
+    assert str(train) in _cached(browser_server, second.prompt_id), "the second Queue trained again"
+    assert str(train) not in second.executed_nodes
