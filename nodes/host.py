@@ -158,9 +158,11 @@ def memory_limit_bytes() -> int | None:
 
 
 def memory_in_use(device: torch.device) -> int:
-    """Bytes in use: tensors allocated on a CUDA device; on other devices the process's RSS."""
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
+    """Bytes in use: tensors allocated on an accelerator whose torch backend counts them (CUDA,
+    XPU, MPS); on the CPU, or a backend that does not, the process's RSS."""
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if backend is not None and hasattr(backend, "memory_allocated"):
+        return int(backend.memory_allocated(device))
     import psutil  # a ComfyUI dependency
 
     return int(psutil.Process().memory_info().rss)
