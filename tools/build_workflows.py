@@ -39,7 +39,7 @@ from PIL import Image
 
 from tools import comfy_page, make_examples
 # The specs are re-exported: the browser tests read them and the builder from one module.
-from tools.workflow_specs import (DINO_MODEL, GENERATOR_FILE, MODE_ALWAYS, MODE_NEVER,  # noqa: F401
+from tools.workflow_specs import (DINO_MODEL, DINO_MODEL_PTH, GENERATOR_FILE, MODE_ALWAYS, MODE_NEVER,  # noqa: F401
                                   REPO_ROOT, SD15_CHECKPOINT, TILE_CONTROLNET, WORKFLOWS,
                                   WORKFLOWS_DIR, WorkflowSpec, all_workflows, basic_workflow,
                                   diffusion_workflow, video_workflow)

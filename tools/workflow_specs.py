@@ -27,6 +27,12 @@ DINO_MODEL = {
     "url": DINO_MODELS[DEFAULT_MODEL].hf_url,
     "directory": "splice_dino",
 }
+# The official .pth spelling of the same weights: still accepted, so tests also allow it.
+DINO_MODEL_PTH = {
+    "name": DINO_MODELS[DEFAULT_MODEL].file_name,
+    "url": DINO_MODELS[DEFAULT_MODEL].url,
+    "directory": "splice_dino",
+}
 SD15_CHECKPOINT = {
     "name": "v1-5-pruned-emaonly-fp16.safetensors",
     "url": "https://huggingface.co/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/"
