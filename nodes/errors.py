@@ -19,6 +19,7 @@ import torch
 import comfy.model_management as mm
 
 from ..comfy_splice.backbone import WeightsError
+from ..comfy_splice.memory import MemoryBudgetError
 from ..comfy_splice.validation import check_finite_image, short, short_text
 
 MAX_MESSAGE_CHARS = 2000
@@ -26,7 +27,7 @@ MAX_MESSAGE_CHARS = 2000
 
 _PASS_THROUGH: tuple[type[BaseException], ...] = (mm.InterruptProcessingException,
                                                   torch.OutOfMemoryError)
-_OWN_ERRORS: tuple[type[Exception], ...] = (WeightsError,)
+_OWN_ERRORS: tuple[type[Exception], ...] = (WeightsError, MemoryBudgetError)
 _MEMORY_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
 
 F = TypeVar("F", bound=Callable[..., Any])

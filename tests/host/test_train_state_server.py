@@ -52,7 +52,7 @@ def test_stop_route_ends_training_and_returns_the_generator(comfy_server: ComfyS
     done = max(value for value, _ in result.progress(TRAIN))
     assert 1 <= done < 5000
     (entry,) = result.outputs[SAVE]["splice_generators"]
-    saved = comfy_server.output_dir / entry["subfolder"] / entry["filename"]
+    saved = comfy_server.generators_dir / entry["subfolder"] / entry["filename"]  # where Load looks
     assert _train_state(saved)["step"] == done
 
 
@@ -83,7 +83,7 @@ def test_cancel_returns_nothing_and_the_autosave_resumes(comfy_server: ComfyServ
     # it continued from the checkpoint: the progress bar starts after the saved step
     assert [value for value, _ in resumed.progress(TRAIN)][0] == step + 1
     (entry,) = resumed.outputs[SAVE]["splice_generators"]
-    saved = comfy_server.output_dir / entry["subfolder"] / entry["filename"]
+    saved = comfy_server.generators_dir / entry["subfolder"] / entry["filename"]  # where Load looks
     assert _train_state(saved)["step"] == step + 2
 
 
