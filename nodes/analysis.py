@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..comfy_splice.metrics import splice_scores
 from ..comfy_splice.visualize import self_similarity_pca
-from . import host
+from . import host, names
 from .api import CATEGORY, io, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
@@ -25,14 +25,14 @@ class SpliceVisualizeStructure(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceVisualizeStructure",
-            display_name="Visualize Structure (Splice)",
+            display_name=names.VISUALIZE,
             category=CATEGORY,
             description=(
                 "Shows what Splice's structure loss keeps: the self-similarity of DINO's attention "
                 "keys, reduced to three principal components and drawn as colours on the image "
                 "grid (the paper's figure 5). Parts the ViT considers alike get alike colours."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Image.Input("image",
                                tooltip="Image(s) to visualise; each image of a batch separately."),
                 io.Int.Input(
@@ -46,7 +46,7 @@ class SpliceVisualizeStructure(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Visualize Structure (Splice)")
+    @readable_errors(names.VISUALIZE)
     def execute(cls, dino: object, image: Tensor, block: int = -1) -> io.NodeOutput:
         handle = check_dino(dino)
         layer = check_block(handle, block)
@@ -70,7 +70,7 @@ class SpliceMetrics(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceMetrics",
-            display_name="Splice Metrics",
+            display_name=names.METRICS,
             category=CATEGORY,
             description=(
                 "Scores an appearance-transfer result as papers after Splice do: structure "
@@ -80,7 +80,7 @@ class SpliceMetrics(io.ComfyNode):
                 "paper's ViT-B/8 to compare with published numbers. Batches are averaged."),
             is_output_node=True,
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)' (ViT-B/8 for "
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}' (ViT-B/8 for "
                                                  "numbers comparable with papers)."),
                 io.Image.Input("output", tooltip="The result to score (a batch is scored per image and averaged)."),
                 io.Image.Input("structure", tooltip=("The structure image (one image, or one per output "
@@ -98,7 +98,7 @@ class SpliceMetrics(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Splice Metrics")
+    @readable_errors(names.METRICS)
     def execute(cls, dino: object, output: Tensor, structure: Tensor,
                 appearance: Tensor) -> io.NodeOutput:
         handle = check_dino(dino)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..comfy_splice.memory import apply_chunk_that_fits, estimate_apply_peak
 
-from . import host
+from . import host, names
 from .api import CATEGORY, io
 from .errors import readable_errors
 from .generators import check_generator, run_generator
@@ -25,7 +25,7 @@ class SpliceApply(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceApply",
-            display_name="Splice Output",
+            display_name=names.APPLY,
             category=CATEGORY,
             description=(
                 "Applies a trained Splice generator to images and returns them at their own "
@@ -37,7 +37,7 @@ class SpliceApply(io.ComfyNode):
             inputs=[
                 SpliceGenerator.Input(
                     "generator",
-                    tooltip="From 'Train Generator (Splice)' or 'Load Splice Generator'."),
+                    tooltip=f"From '{names.TRAIN}' or '{names.LOAD_GENERATOR}'."),
                 io.Image.Input(
                     "images",
                     tooltip="Images to translate (any size; a batch, e.g. video frames, is fine)."),
@@ -54,7 +54,7 @@ class SpliceApply(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Splice Output")
+    @readable_errors(names.APPLY)
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
         trained = check_generator(generator)
         batch = host.image_to_core(images, "images")  # a view of the input, no copy
@@ -65,7 +65,7 @@ class SpliceApply(io.ComfyNode):
         chunk = apply_chunk_that_fits(height, width, requested, free,
                                       where=host.memory_where(device))
         if chunk < requested:
-            log.info("Splice Output: %d images of %dx%d at a time instead of %d (memory)",
+            log.info(f"{names.APPLY}: %d images of %dx%d at a time instead of %d (memory)",
                      chunk, width, height, requested)
         progress = host.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000

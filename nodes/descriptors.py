@@ -19,7 +19,7 @@ import comfy.model_management as mm
 from ..comfy_splice.cosegment import correspondences, cosegment, part_cosegment, pca_images
 from ..comfy_splice.descriptors import DescriptorConfig, check_config
 from ..comfy_splice.backbone import FACETS
-from . import host
+from . import host, names
 from .api import CATEGORY as SPLICE_CATEGORY, io, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
@@ -98,7 +98,7 @@ class SpliceDinoCosegmentation(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceDinoCosegmentation",
-            display_name="DINO Co-segmentation (Splice)",
+            display_name=names.COSEGMENT,
             category=CATEGORY,
             description=(
                 "Finds the object that two or more images share and returns one mask per image at "
@@ -107,7 +107,7 @@ class SpliceDinoCosegmentation(io.ComfyNode):
                 "foreground by DINO's attention. Defaults are the paper's. Give a batch of 2 or more "
                 "images."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)' (the paper "
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}' (the paper "
                                                  "uses ViT-S/8)."),
                 io.Image.Input("images", tooltip="At least 2 images showing the same kind of object; one mask "
                                                  "per image comes out."),
@@ -146,7 +146,7 @@ class SpliceDinoCosegmentation(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("DINO Co-segmentation (Splice)")
+    @readable_errors(names.COSEGMENT)
     def execute(cls, dino: object, images: Tensor, load_size: int = 224, block: int = -1, facet: str = "key",
                 stride: int = 4, bin: bool = False, elbow: float = 0.975, thresh: float = 0.065,
                 votes_percentage: int = 75, sample_interval: int = 100, low_res_saliency: bool = True,
@@ -185,7 +185,7 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceDinoPartCosegmentation",
-            display_name="DINO Part Co-segmentation (Splice)",
+            display_name=names.PARTS,
             category=CATEGORY,
             description=(
                 "Splits the object shared by the images into parts that correspond across them "
@@ -193,7 +193,7 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
                 "descriptors into 'num_parts'. Returns the parts as colours (same palette for the "
                 "whole batch; background black) and the mask of one chosen part."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Image.Input("images", tooltip="At least 2 images showing the same kind of object."),
                 io.Int.Input("num_parts", default=4, min=1, max=MAX_PARTS,
                              tooltip=f"How many parts to split the object into (1..{MAX_PARTS})."),
@@ -226,7 +226,7 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("DINO Part Co-segmentation (Splice)")
+    @readable_errors(names.PARTS)
     def execute(cls, dino: object, images: Tensor, num_parts: int = 4, part: int = -1, load_size: int = 224,
                 block: int = -1, facet: str = "key", stride: int = 4, bin: bool = False, elbow: float = 0.975,
                 thresh: float = 0.065, votes_percentage: int = 75, sample_interval: int = 100,
@@ -289,7 +289,7 @@ class SpliceDinoCorrespondences(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceDinoCorrespondences",
-            display_name="DINO Correspondences (Splice)",
+            display_name=names.CORRESPONDENCES,
             category=CATEGORY,
             description=(
                 "Finds matching points between two images from DINO descriptors: mutual nearest "
@@ -297,7 +297,7 @@ class SpliceDinoCorrespondences(io.ComfyNode):
                 "(Amir et al.). Draws both images side by side with numbered matches and returns the "
                 "points as JSON (pixel coordinates of each image). Uses the first image of each input."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Image.Input("image_a", tooltip="First image (the first of a batch is used)."),
                 io.Image.Input("image_b", tooltip="Second image (the first of a batch is used)."),
                 io.Int.Input("num_pairs", default=10, min=1, max=100,
@@ -319,7 +319,7 @@ class SpliceDinoCorrespondences(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("DINO Correspondences (Splice)")
+    @readable_errors(names.CORRESPONDENCES)
     def execute(cls, dino: object, image_a: Tensor, image_b: Tensor, num_pairs: int = 10,
                 load_size: int = 224, block: int = 9, facet: str = "key", stride: int = 4, bin: bool = True,
                 thresh: float = 0.05, seed: int = 0) -> io.NodeOutput:
@@ -346,7 +346,7 @@ class SpliceDinoFeaturesPCA(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceDinoFeaturesPCA",
-            display_name="DINO Features PCA (Splice)",
+            display_name=names.PCA,
             category=CATEGORY,
             description=(
                 "Shows DINO's dense descriptors as colours: the first three principal components of "
@@ -354,7 +354,7 @@ class SpliceDinoFeaturesPCA(io.ComfyNode):
                 "batch) as red, green, blue. Early blocks colour by position, deep blocks by "
                 "semantic part."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Image.Input("images", tooltip="Image(s) to show; a batch shares one PCA."),
                 *_descriptor_inputs(-1, False),
             ],
@@ -363,7 +363,7 @@ class SpliceDinoFeaturesPCA(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("DINO Features PCA (Splice)")
+    @readable_errors(names.PCA)
     def execute(cls, dino: object, images: Tensor, load_size: int = 224, block: int = -1, facet: str = "key",
                 stride: int = 4, bin: bool = False) -> io.NodeOutput:
         handle = check_dino(dino)

@@ -6,7 +6,7 @@ import logging
 
 from ..comfy_splice.backbone import (WeightsError, download_url, download_weights, load_backbone,
                                      missing_weights_message, official_model)
-from . import host, paths
+from . import host, names, paths
 from .api import CATEGORY, io
 from .errors import check_choice, readable_errors
 from .types import DinoHandle, SpliceDino
@@ -22,7 +22,7 @@ class SpliceLoadDINO(io.ComfyNode):
         # The options are computed on every call, so new files appear on the next refresh.
         return io.Schema(
             node_id="SpliceLoadDINO",
-            display_name="Load DINO-ViT (Splice)",
+            display_name=names.LOAD_DINO,
             category=CATEGORY,
             description=(
                 "Loads a DINO-ViT (self-supervised Vision Transformer) whose features Splice uses: "
@@ -63,7 +63,7 @@ class SpliceLoadDINO(io.ComfyNode):
         return paths.file_fingerprint(paths.find_dino(model_name))
 
     @classmethod
-    @readable_errors("Load DINO-ViT (Splice)")
+    @readable_errors(names.LOAD_DINO)
     def execute(cls, model_name: str, download_if_missing: bool = False) -> io.NodeOutput:
         check_choice(model_name, "model_name")
         path = paths.find_dino(model_name)

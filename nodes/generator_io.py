@@ -18,7 +18,7 @@ import folder_paths
 from comfy.cli_args import args
 
 from ..comfy_splice.checkpoint import load_generator, save_generator
-from . import host, paths
+from . import host, paths, names
 from .api import CATEGORY, io, ui
 from .errors import check_choice, readable_errors
 from .generators import check_generator
@@ -56,18 +56,18 @@ class SpliceSaveGenerator(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceSaveGenerator",
-            display_name="Save Splice Generator",
+            display_name=names.SAVE_GENERATOR,
             category=CATEGORY,
             description=(
                 "Saves a trained Splice generator (~4 MB safetensors with its training config and, "
                 "unless ComfyUI runs with --disable-metadata, the workflow) into "
-                "models/splice_generators, where 'Load Splice Generator' lists it (press R in the "
+                f"models/splice_generators, where '{names.LOAD_GENERATOR}' lists it (press R in the "
                 "UI to refresh the lists). The node shows where it wrote the file."),
             is_output_node=True,
             inputs=[
                 SpliceGenerator.Input(
                     "generator",
-                    tooltip="From 'Train Generator (Splice)' (or 'Load Splice Generator')."),
+                    tooltip=f"From '{names.TRAIN}' (or '{names.LOAD_GENERATOR}')."),
                 io.String.Input(
                     "filename_prefix", default="splice/generator",
                     tooltip=("File name prefix inside models/splice_generators; a counter and "
@@ -79,7 +79,7 @@ class SpliceSaveGenerator(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Save Splice Generator")
+    @readable_errors(names.SAVE_GENERATOR)
     def execute(cls, generator: object, filename_prefix: str = "splice/generator") -> io.NodeOutput:
         trained = check_generator(generator)
         filename_prefix = check_choice(filename_prefix, "filename_prefix")
@@ -99,7 +99,7 @@ class SpliceSaveGenerator(io.ComfyNode):
         save_generator(path, trained, extra_metadata=metadata)
         log.info("Splice: saved generator to %s", path)
         listed = f"{subfolder}/{file_name}" if subfolder else file_name
-        text = f"Saved {path}\n'Load Splice Generator' lists it as {listed}"
+        text = f"Saved {path}\n'{names.LOAD_GENERATOR}' lists it as {listed}"
         host.show_text(text)
         return io.NodeOutput(ui={
             "text": [text],
@@ -115,22 +115,22 @@ class SpliceLoadGenerator(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceLoadGenerator",
-            display_name="Load Splice Generator",
+            display_name=names.LOAD_GENERATOR,
             category=CATEGORY,
             description=(
-                "Loads a trained Splice generator (.safetensors written by 'Save Splice "
-                "Generator') from models/splice_generators, so it can be applied again without "
+                "Loads a trained Splice generator (.safetensors written by "
+                f"'{names.SAVE_GENERATOR}') from models/splice_generators, so it can be applied again without "
                 "training. Newly saved files appear after a refresh (R), without a restart."),
             inputs=[
                 io.Combo.Input(
                     "generator_name", options=paths.generator_options(),
                     tooltip=("A generator file in models/splice_generators (or a folder configured "
-                             "as 'splice_generators' in extra_model_paths.yaml). 'Save Splice "
-                             "Generator' writes there, so its files are listed here.")),
+                             "as 'splice_generators' in extra_model_paths.yaml). "
+                             f"'{names.SAVE_GENERATOR}' writes there, so its files are listed here.")),
             ],
             outputs=[
                 SpliceGenerator.Output("generator", display_name="generator",
-                                       tooltip="The trained generator, for 'Splice Output'."),
+                                       tooltip=f"The trained generator, for '{names.APPLY}'."),
             ],
         )
 
@@ -140,7 +140,7 @@ class SpliceLoadGenerator(io.ComfyNode):
         return paths.file_fingerprint(paths.find_generator(generator_name))
 
     @classmethod
-    @readable_errors("Load Splice Generator")
+    @readable_errors(names.LOAD_GENERATOR)
     def execute(cls, generator_name: str) -> io.NodeOutput:
         check_choice(generator_name, "generator_name")
         path = paths.find_generator(generator_name)

@@ -9,13 +9,14 @@ from torch import Tensor
 
 from ..comfy_splice.generator import SpliceGenerator, apply_generator
 from ..comfy_splice.train import TrainedGenerator
+from . import names
 
 
 def check_generator(value: object, name: str = "generator") -> TrainedGenerator:
     """The input is a trained generator, or a ValueError naming the nodes that make one."""
     if not isinstance(value, TrainedGenerator):
-        raise ValueError(f"{name}: connect the output of 'Train Generator (Splice)' or "
-                         f"'Load Splice Generator' (got {type(value).__name__}).")
+        raise ValueError(f"{name}: connect the output of '{names.TRAIN}' or "
+                         f"'{names.LOAD_GENERATOR}' (got {type(value).__name__}).")
     return value
 
 

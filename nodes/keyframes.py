@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from . import names
 from .api import CATEGORY, io
 from .errors import readable_errors
 
@@ -21,12 +22,12 @@ class SpliceSelectKeyframes(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceSelectKeyframes",
-            display_name="Select Keyframes (Splice)",
+            display_name=names.KEYFRAMES,
             category=CATEGORY,
             description=(
-                "Picks every Nth frame of a clip (frames 0, N, 2N, ...) as keyframes for 'Train "
-                "Generator (Splice)': one generator is then trained for the whole shot and applied "
-                "to every frame with 'Splice Output'. A training step costs the same with any "
+                "Picks every Nth frame of a clip (frames 0, N, 2N, ...) as keyframes for "
+                f"'{names.TRAIN}': one generator is then trained for the whole shot and applied "
+                f"to every frame with '{names.APPLY}'. A training step costs the same with any "
                 "number of keyframes; each keyframe adds its own pixels to the memory."),
             inputs=[
                 io.Image.Input("images", tooltip="The clip's frames (e.g. from 'Get Video Components')."),
@@ -42,7 +43,7 @@ class SpliceSelectKeyframes(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Select Keyframes (Splice)")
+    @readable_errors(names.KEYFRAMES)
     def execute(cls, images: Tensor, every_nth: int = 4) -> io.NodeOutput:
         if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] == 0:
             raise ValueError("images: connect a batch of frames (e.g. the images output of "

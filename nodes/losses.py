@@ -6,6 +6,7 @@ leave the appearance image unchanged) and its weight is a widget of Train Genera
 
 from __future__ import annotations
 
+from . import names
 from .api import CATEGORY, io
 from .errors import check_finite, readable_errors
 from .types import DinoHandle, LossKind, LossSpec, SpliceDino, SpliceLoss, check_block, check_dino
@@ -35,7 +36,7 @@ class SpliceStructureLoss(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceStructureLoss",
-            display_name="Structure Loss (Splice)",
+            display_name=names.STRUCTURE_LOSS,
             category=CATEGORY,
             description=(
                 "Structure loss of Splice: the mean squared difference between the cosine "
@@ -43,7 +44,7 @@ class SpliceStructureLoss(io.ComfyNode):
                 "structure image. It keeps the layout and shapes of the structure image while "
                 "letting appearance change."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Float.Input(
                     "weight", default=1.0, min=0.0, max=1000.0, step=0.01,
                     tooltip=("Weight of the structure term (paper: 1). Higher keeps the structure "
@@ -52,12 +53,12 @@ class SpliceStructureLoss(io.ComfyNode):
             ],
             outputs=[
                 SpliceLoss.Output("structure_loss", display_name="structure_loss",
-                                  tooltip="Connect to 'structure_loss' of Train Generator (Splice)."),
+                                  tooltip=f"Connect to 'structure_loss' of {names.TRAIN}."),
             ],
         )
 
     @classmethod
-    @readable_errors("Structure Loss (Splice)")
+    @readable_errors(names.STRUCTURE_LOSS)
     def execute(cls, dino: DinoHandle, weight: float = 1.0, block: int = -1) -> io.NodeOutput:
         return io.NodeOutput(_make("structure", dino, weight, block))
 
@@ -69,14 +70,14 @@ class SpliceAppearanceLoss(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceAppearanceLoss",
-            display_name="Appearance Loss (Splice)",
+            display_name=names.APPEARANCE_LOSS,
             category=CATEGORY,
             description=(
                 "Appearance loss of Splice: the mean squared difference between DINO's CLS token "
                 "of the output and of the appearance image. It transfers the appearance image's "
                 "colours, textures and style onto the structure image's objects."),
             inputs=[
-                SpliceDino.Input("dino", tooltip="The DINO-ViT from 'Load DINO-ViT (Splice)'."),
+                SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Float.Input(
                     "weight", default=10.0, min=0.0, max=1000.0, step=0.01,
                     tooltip=("Weight of the appearance term (paper: 10). Higher transfers "
@@ -85,11 +86,11 @@ class SpliceAppearanceLoss(io.ComfyNode):
             ],
             outputs=[
                 SpliceLoss.Output("appearance_loss", display_name="appearance_loss",
-                                  tooltip="Connect to 'appearance_loss' of Train Generator (Splice)."),
+                                  tooltip=f"Connect to 'appearance_loss' of {names.TRAIN}."),
             ],
         )
 
     @classmethod
-    @readable_errors("Appearance Loss (Splice)")
+    @readable_errors(names.APPEARANCE_LOSS)
     def execute(cls, dino: DinoHandle, weight: float = 10.0, block: int = -1) -> io.NodeOutput:
         return io.NodeOutput(_make("appearance", dino, weight, block))

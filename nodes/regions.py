@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..comfy_splice.regions import composite_in_mask, crop_to_mask
-from . import host
+from . import host, names
 from .api import CATEGORY, io
 from .errors import readable_errors
 
@@ -17,7 +17,7 @@ from .errors import readable_errors
 
 def _masks(mask: object, name: str) -> Tensor:
     if not isinstance(mask, Tensor) or mask.ndim not in (2, 3):
-        raise ValueError(f"{name}: connect a MASK (e.g. from 'DINO Co-segmentation (Splice)').")
+        raise ValueError(f"{name}: connect a MASK (e.g. from '{names.COSEGMENT}').")
     return mask.float() if mask.ndim == 3 else mask[None].float()
 
 
@@ -28,7 +28,7 @@ class SpliceCropToMask(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceCropToMask",
-            display_name="Crop to Mask (Splice)",
+            display_name=names.CROP,
             category=CATEGORY,
             description=(
                 "Crops images to the bounding box of a mask (plus a margin), e.g. the appearance "
@@ -46,7 +46,7 @@ class SpliceCropToMask(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Crop to Mask (Splice)")
+    @readable_errors(names.CROP)
     def execute(cls, image: Tensor, mask: object, margin: float = 0.05) -> io.NodeOutput:
         images = host.image_to_core(image, "image")
         return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, _masks(mask, "mask"), margin)))
@@ -59,7 +59,7 @@ class SpliceCompositeInMask(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceCompositeInMask",
-            display_name="Composite in Mask (Splice)",
+            display_name=names.COMPOSITE,
             category=CATEGORY,
             description=(
                 "Replaces the base image by the overlay only inside the mask, feathered, at full "
@@ -68,7 +68,7 @@ class SpliceCompositeInMask(io.ComfyNode):
             inputs=[
                 io.Image.Input("base", tooltip="The image kept outside the mask, e.g. the structure image A."),
                 io.Image.Input("overlay", tooltip="The image used inside the mask, same size as base (e.g. "
-                                                  "Splice Output of A)."),
+                                                  f"{names.APPLY} of A)."),
                 io.Mask.Input("mask", tooltip="Where the overlay goes, at the base's size (one, or one per image)."),
                 io.Int.Input("feather", default=8, min=0, max=256,
                              tooltip="Soften the mask's edge over about this many pixels (0 = hard edge)."),
@@ -77,7 +77,7 @@ class SpliceCompositeInMask(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Composite in Mask (Splice)")
+    @readable_errors(names.COMPOSITE)
     def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
         bottom = host.image_to_core(base, "base")
         top = host.image_to_core(overlay, "overlay")

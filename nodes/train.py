@@ -21,7 +21,7 @@ from ..comfy_splice.memory import (apply_chunk_that_fits, check_training_fits,
                                    estimate_training_peak, scaled_size, vit_shape)
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
-from . import host, stop
+from . import host, stop, names
 from .api import CATEGORY, io
 from .autosave import Autosaver
 from .errors import check_choice, check_finite, readable_errors
@@ -43,7 +43,7 @@ def _check_losses(structure_loss: object, appearance_loss: object) -> tuple[Loss
     """Both loss inputs come from the right nodes and read the same DINO-ViT."""
     for name, value, kind in (("structure_loss", structure_loss, "structure"),
                               ("appearance_loss", appearance_loss, "appearance")):
-        wanted = "Structure Loss (Splice)" if kind == "structure" else "Appearance Loss (Splice)"
+        wanted = names.STRUCTURE_LOSS if kind == "structure" else names.APPEARANCE_LOSS
         if not isinstance(value, LossSpec):
             raise ValueError(f"{name}: connect the output of '{wanted}'.")
         if value.kind != kind:
@@ -53,8 +53,8 @@ def _check_losses(structure_loss: object, appearance_loss: object) -> tuple[Loss
     if s_dino is not a_dino and s_dino.path != a_dino.path:
         raise ValueError(
             f"The structure loss uses {s_dino.label} and the appearance loss {a_dino.label}; Splice "
-            f"trains against one DINO-ViT. Connect both loss nodes to the same 'Load DINO-ViT "
-            f"(Splice)' node.")
+            f"trains against one DINO-ViT. Connect both loss nodes to the same "
+            f"'{names.LOAD_DINO}' node.")
     return structure_loss, appearance_loss
 
 
@@ -97,7 +97,7 @@ class SpliceTrainGenerator(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="SpliceTrainGenerator",
-            display_name="Train Generator (Splice)",
+            display_name=names.TRAIN,
             category=CATEGORY,
             description=(
                 "Trains a small U-Net so that its output keeps the structure image's layout (DINO "
@@ -113,16 +113,16 @@ class SpliceTrainGenerator(io.ComfyNode):
                     "structure",
                     tooltip=("The structure image (any size, at least 32x32): its layout and objects "
                              "are kept. A batch of images of one size (e.g. keyframes of a video from "
-                             "'Select Keyframes (Splice)') trains one generator for the whole shot: "
+                             f"'{names.KEYFRAMES}') trains one generator for the whole shot: "
                              "each step uses one keyframe, in turn.")),
                 io.Image.Input(
                     "appearance",
                     tooltip=("The appearance image (one image, any size, at least 32x32): its "
                              "colours, textures and style are transferred.")),
                 SpliceLoss.Input("structure_loss",
-                                 tooltip="From 'Structure Loss (Splice)': weight and block of the structure term."),
+                                 tooltip=f"From '{names.STRUCTURE_LOSS}': weight and block of the structure term."),
                 SpliceLoss.Input("appearance_loss",
-                                 tooltip="From 'Appearance Loss (Splice)': weight and block of the appearance term. "
+                                 tooltip=f"From '{names.APPEARANCE_LOSS}': weight and block of the appearance term. "
                                          "Both losses must use the same DINO-ViT."),
                 io.Int.Input(
                     "steps", default=2000, min=1, max=MAX_STEPS,
@@ -171,7 +171,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                     tooltip=("Every this many steps (and at the end) write a resumable "
                              "checkpoint into models/splice_generators/autosave/, one file per "
                              "run, so a crash, an out-of-memory error or a Cancel loses at most "
-                             "this many steps: load it with 'Load Splice Generator' and connect "
+                             f"this many steps: load it with '{names.LOAD_GENERATOR}' and connect "
                              "it to init_generator. 0 = off.")),
                 io.Float.Input(
                     "max_megapixels", default=0.0, min=0.0, max=1000.0, step=0.1, optional=True,
@@ -185,7 +185,7 @@ class SpliceTrainGenerator(io.ComfyNode):
             outputs=[
                 SpliceGenerator.Output(
                     "generator", display_name="generator",
-                    tooltip="The trained generator, for 'Splice Output' and 'Save Splice Generator'."),
+                    tooltip=f"The trained generator, for '{names.APPLY}' and '{names.SAVE_GENERATOR}'."),
                 LossMap.Output(
                     "loss_history", display_name="loss_history",
                     tooltip=("Loss per logged step ({'loss': [...]} plus each term); plot it with "
@@ -198,7 +198,7 @@ class SpliceTrainGenerator(io.ComfyNode):
         )
 
     @classmethod
-    @readable_errors("Train Generator (Splice)")
+    @readable_errors(names.TRAIN)
     def execute(cls, structure: Tensor, appearance: Tensor, structure_loss: LossSpec,
                 appearance_loss: LossSpec, steps: int = 2000, learning_rate: float = 0.002,
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..comfy_splice.backbone import DinoBackbone
+from . import names
 from .api import io
 
 SpliceDino = io.Custom("SPLICE_DINO")
@@ -50,7 +51,7 @@ class DinoHandle:
 def check_dino(value: object) -> DinoHandle:
     """The input is a loaded DINO-ViT, or a ValueError naming the node that makes one."""
     if not isinstance(value, DinoHandle):
-        raise ValueError("dino: connect the output of 'Load DINO-ViT (Splice)'.")
+        raise ValueError(f"dino: connect the output of '{names.LOAD_DINO}'.")
     return value
 
 
@@ -81,4 +82,4 @@ class LossSpec:
     @property
     def node_name(self) -> str:
         """The display name of the node that makes this kind of loss (for error messages)."""
-        return "Structure Loss (Splice)" if self.kind == "structure" else "Appearance Loss (Splice)"
+        return names.STRUCTURE_LOSS if self.kind == "structure" else names.APPEARANCE_LOSS

@@ -47,6 +47,14 @@ from pathlib import Path
 from typing import Iterator, NoReturn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def node_display_names() -> dict[str, str]:
+    """The nodes' display names from nodes/names.py (their one definition), read as a plain file:
+    the ``nodes`` package itself needs ComfyUI, this script runs before it exists."""
+    names: dict[str, object] = {}
+    exec(compile((REPO_ROOT / "nodes" / "names.py").read_text(), "nodes/names.py", "exec"), names)
+    return {key: value for key, value in names.items() if key.isupper() and isinstance(value, str)}
 TEST_REQUIREMENTS = REPO_ROOT / "tests" / "requirements.txt"
 PACK_REQUIREMENTS = REPO_ROOT / "requirements.txt"
 
@@ -354,7 +362,7 @@ def weights_report(comfyui: Path) -> str:
     return (f"No DINO weights in {folder} yet (the tests use a tiny random ViT of their own).\n"
             f"  To run the workflows, save {default.hf_url} there as {default.hf_file_name},\n"
             f"  press Download in ComfyUI's missing-models dialog, or switch on download_if_missing\n"
-            f"  in the 'Load DINO-ViT (Splice)' node.")
+            f"  in the '{node_display_names()['LOAD_DINO']}' node.")
 
 
 def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:

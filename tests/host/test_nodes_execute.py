@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -25,30 +26,14 @@ from tools import provision
 from tools.provision import REPO_ROOT
 
 PACK_NAME = "comfy_splice_pack_under_test"
-CONTRACT_INPUTS = {
-    "SpliceLoadDINO": ["model_name", "download_if_missing"],
-    "SpliceStructureLoss": ["dino", "weight", "block"],
-    "SpliceAppearanceLoss": ["dino", "weight", "block"],
-    "SpliceTrainGenerator": ["structure", "appearance", "structure_loss", "appearance_loss", "steps",
-                             "learning_rate", "seed", "identity_weight", "full_image_every",
-                             "preview_every", "dtype"],
-    "SpliceApply": ["generator", "images", "batch_size"],
-    "SpliceSaveGenerator": ["generator", "filename_prefix"],
-    "SpliceLoadGenerator": ["generator_name"],
-    "SpliceVisualizeStructure": ["dino", "image", "block"],
-    "SpliceMetrics": ["dino", "output", "structure", "appearance"],
-    "SpliceSelectKeyframes": ["images", "every_nth"],
-    "SpliceDinoCosegmentation": ["dino", "images", "load_size", "block", "facet", "stride", "bin", "elbow",
-                                 "thresh", "votes_percentage", "sample_interval", "low_res_saliency",
-                                 "remove_outliers", "outliers_thresh", "seed"],
-    "SpliceDinoPartCosegmentation": ["dino", "images", "num_parts", "part", "load_size", "block", "facet",
-                                     "stride", "bin", "elbow", "thresh", "votes_percentage",
-                                     "sample_interval", "low_res_saliency", "seed"],
-    "SpliceDinoCorrespondences": ["dino", "image_a", "image_b", "num_pairs", "load_size", "block", "facet",
-                                  "stride", "bin", "thresh", "seed"],
-    "SpliceDinoFeaturesPCA": ["dino", "images", "load_size", "block", "facet", "stride", "bin"],
-    "SpliceCropToMask": ["image", "mask", "margin"],
-    "SpliceCompositeInMask": ["base", "overlay", "mask", "feather"],
+# The node ids are the pack's public contract: saved workflows name them. The order of each
+# node's inputs matters as much (UI workflows store widget values by position); it is checked
+# against the shipped workflows, read from the live schemas, in tests/browser/test_workflow_files.py.
+CONTRACT_NODES = {
+    "SpliceLoadDINO", "SpliceStructureLoss", "SpliceAppearanceLoss", "SpliceTrainGenerator", "SpliceApply",
+    "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure", "SpliceMetrics",
+    "SpliceSelectKeyframes", "SpliceDinoCosegmentation", "SpliceDinoPartCosegmentation",
+    "SpliceDinoCorrespondences", "SpliceDinoFeaturesPCA", "SpliceCropToMask", "SpliceCompositeInMask",
 }
 
 
@@ -171,15 +156,22 @@ def trained(comfy: Comfy, losses: tuple[Any, Any]) -> Any:
 
 
 def test_entrypoint_lists_the_contract_nodes_with_tooltips(comfy: Comfy) -> None:
-    assert set(comfy.nodes) == set(CONTRACT_INPUTS)
+    assert set(comfy.nodes) == CONTRACT_NODES
     assert not hasattr(comfy.pack, "NODE_CLASS_MAPPINGS")  # it would make ComfyUI skip comfy_entrypoint
+    category = comfy.module("nodes.api").CATEGORY
+    names = {value for key, value in vars(comfy.module("nodes.names")).items() if key.isupper()}
+    shown = []
     for node_id, cls in comfy.nodes.items():
         info = cls.GET_NODE_INFO_V1()
-        assert info["category"] in ("image/splice", "image/splice/descriptors")
+        assert info["category"] in (category, f"{category}/descriptors")
         assert len(info["description"]) > 40, node_id
-        assert info["input_order"]["required"] == CONTRACT_INPUTS[node_id]
-        for name, (_, options) in info["input"]["required"].items():
-            assert len(options.get("tooltip") or "") > 10, f"{node_id}.{name} has no tooltip"
+        shown.append(info["display_name"])
+        for section in ("required", "optional"):
+            for name, (_, options) in info["input"].get(section, {}).items():
+                assert len(options.get("tooltip") or "") > 10, f"{node_id}.{name} has no tooltip"
+    # Every display name comes from nodes/names.py, and each names one node (messages and
+    # tooltips that point at a node read the same constants).
+    assert sorted(shown) == sorted(names)
 
 
 def test_folders_merge_with_configured_paths(comfy: Comfy) -> None:
@@ -433,7 +425,8 @@ def test_apply_streams_chunks_into_one_output(comfy: Comfy, trained: Any) -> Non
 
 
 def test_apply_refuses_what_is_not_a_generator(comfy: Comfy, dino: Any) -> None:
-    with pytest.raises(ValueError, match="Train Generator \\(Splice\\)' or 'Load Splice Generator'"):
+    names = comfy.module("nodes.names")
+    with pytest.raises(ValueError, match=re.escape(f"{names.TRAIN}' or '{names.LOAD_GENERATOR}'")):
         comfy.run("SpliceApply", generator=dino, images=_image(40, 40), batch_size=1)
 
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
 from tools.comfy_client import RunResult
 from tools.comfy_server import ComfyServer
 
@@ -28,10 +29,8 @@ APPEARANCE_SIZE = (56, 72)
 NODE_IDS = ("SpliceLoadDINO", "SpliceStructureLoss", "SpliceAppearanceLoss", "SpliceTrainGenerator",
             "SpliceApply", "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure",
             "SpliceMetrics", "SpliceSelectKeyframes")
-OFFICIAL = ("dino_deitsmall16_pretrain.pth", "dino_deitsmall8_pretrain.pth",
-            "dino_vitbase16_pretrain.pth", "dino_vitbase8_pretrain.pth",
-            "vit_small_patch16_224.dino.safetensors", "vit_small_patch8_224.dino.safetensors",
-            "vit_base_patch16_224.dino.safetensors", "vit_base_patch8_224.dino.safetensors")
+# Every DINO file name the pack knows (both spellings), from their one definition.
+OFFICIAL = tuple(name for model in DINO_MODELS.values() for name in model.file_names)
 TRAIN = "6"  # node id of Train Generator in splice_graph()
 WORKFLOW = {"last_node_id": 11, "nodes": [{"id": 6, "type": "SpliceTrainGenerator"}], "version": 0.4}
 
@@ -118,9 +117,7 @@ def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, f
             assert spec[1].get("tooltip"), f"{node_id}.{name} has no tooltip"
         assert all(node["output_tooltips"]), node_id
     train = info["SpliceTrainGenerator"]
-    assert train["input_order"]["required"] == [
-        "structure", "appearance", "structure_loss", "appearance_loss", "steps", "learning_rate", "seed",
-        "identity_weight", "full_image_every", "preview_every", "dtype"]
+    # (input order: checked against the shipped workflows in tests/browser/test_workflow_files.py)
     assert train["output"] == ["SPLICE_GENERATOR", "LOSS_MAP", "IMAGE"]
     assert train["output_name"] == ["generator", "loss_history", "result"]
     assert train["input"]["required"]["steps"][1]["min"] == 1
@@ -131,7 +128,8 @@ def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, f
     assert info["LossGraphNode"]["input"]["required"]["loss"][0] == "LOSS_MAP"
     options = info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["options"]
     assert TINY in options and set(OFFICIAL) <= set(options)
-    assert info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["default"] == "vit_base_patch8_224.dino.safetensors"
+    assert info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["default"] == \
+        DINO_MODELS[DEFAULT_MODEL].hf_file_name
 
 
 def test_model_lists_merge_folders_and_refresh_without_restart(comfy_server: ComfyServer,
