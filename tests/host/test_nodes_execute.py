@@ -50,6 +50,13 @@ CONTRACT_INPUTS = {
     "SpliceCropToMask": ["image", "mask", "margin"],
     "SpliceCompositeInMask": ["base", "overlay", "mask", "feather"],
 }
+# Optional inputs, in order: new ones only ever go at the end (saved workflows depend on it).
+CONTRACT_OPTIONAL = {
+    "SpliceTrainGenerator": ["init_generator", "max_minutes", "autosave_every", "max_megapixels",
+                             "appearance_mask"],
+    "SpliceApply": ["mask", "feather"],
+    "SpliceDinoCosegmentation": ["more_images"],
+}
 
 
 def _run_coroutine(coroutine: Any) -> Any:
@@ -178,6 +185,7 @@ def test_entrypoint_lists_the_contract_nodes_with_tooltips(comfy: Comfy) -> None
         assert info["category"] in ("image/splice", "image/splice/descriptors")
         assert len(info["description"]) > 40, node_id
         assert info["input_order"]["required"] == CONTRACT_INPUTS[node_id]
+        assert info["input_order"].get("optional", []) == CONTRACT_OPTIONAL.get(node_id, []), node_id
         for name, (_, options) in info["input"]["required"].items():
             assert len(options.get("tooltip") or "") > 10, f"{node_id}.{name} has no tooltip"
 

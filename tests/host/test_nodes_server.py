@@ -121,6 +121,9 @@ def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, f
     assert train["input_order"]["required"] == [
         "structure", "appearance", "structure_loss", "appearance_loss", "steps", "learning_rate", "seed",
         "identity_weight", "full_image_every", "preview_every", "dtype"]
+    assert train["input_order"]["optional"] == [
+        "init_generator", "max_minutes", "autosave_every", "max_megapixels", "appearance_mask"]
+    assert info["SpliceApply"]["input_order"]["optional"] == ["mask", "feather"]
     assert train["output"] == ["SPLICE_GENERATOR", "LOSS_MAP", "IMAGE"]
     assert train["output_name"] == ["generator", "loss_history", "result"]
     assert train["input"]["required"]["steps"][1]["min"] == 1
