@@ -6,7 +6,8 @@ Two small operations on images and masks (e.g. co-segmentation masks):
   matches describes the whole crop, so the crop is the honest way to restrict it: masking pixels
   out would make the blanked area part of the appearance.
 - :func:`composite_in_mask` replaces a base image by an overlay inside a mask, with the mask's
-  edge feathered (Gaussian), at the base image's full resolution.
+  edge feathered (Gaussian), at the base image's full resolution; :func:`composite_into` does
+  the same in place, chunk by chunk, for Splice Output's preallocated output of a long clip.
 """
 
 from __future__ import annotations
@@ -35,14 +36,20 @@ def _check_masks(images: Tensor, masks: Tensor, what: str) -> Tensor:
     return masks.float()
 
 
-def mask_box(masks: Tensor, margin: float = 0.0, threshold: float = 0.5) -> tuple[int, int, int, int]:
+def _empty(what: str, threshold: float) -> ValueError:
+    return ValueError(f"{what + ': ' if what else ''}the mask is empty (no pixel above {threshold:g}): "
+                      f"there is no region to use. Check the mask (e.g. lower the co-segmentation's "
+                      f"'thresh' or 'votes_percentage').")
+
+
+def mask_box(masks: Tensor, margin: float = 0.0, threshold: float = 0.5,
+             what: str = "") -> tuple[int, int, int, int]:
     """(top, bottom, left, right), bottom/right exclusive: the box around every pixel above
     ``threshold`` in any of the masks [M, H, W], grown by ``margin`` x its size on each side and
-    clipped to the image. An empty mask is refused."""
+    clipped to the image. An empty mask is refused (``what`` names the input in the message)."""
     on = masks > threshold
     if not bool(on.any()):
-        raise ValueError("the mask is empty (no pixel above 0.5): there is no region to use. Check the mask "
-                         "(e.g. lower the co-segmentation's 'thresh' or 'votes_percentage').")
+        raise _empty(what, threshold)
     rows = on.any(dim=0).any(dim=1).nonzero().flatten()
     cols = on.any(dim=0).any(dim=0).nonzero().flatten()
     top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
@@ -51,12 +58,23 @@ def mask_box(masks: Tensor, margin: float = 0.0, threshold: float = 0.5) -> tupl
     return max(0, top - grow_y), min(height, bottom + grow_y), max(0, left - grow_x), min(width, right + grow_x)
 
 
-def crop_to_mask(images: Tensor, masks: Tensor, margin: float = 0.05) -> Tensor:
+def crop_to_mask(images: Tensor, masks: Tensor, margin: float = 0.05, what: str = "crop to mask") -> Tensor:
     """Crop images [B, 3, H, W] to the bounding box of their masks (one box for the whole batch,
-    the union, so the batch keeps one size), grown by ``margin`` of the box's size per side."""
-    masks = _check_masks(images, masks, "crop to mask")
-    top, bottom, left, right = mask_box(masks, margin)
+    the union, so the batch keeps one size), grown by ``margin`` of the box's size per side.
+    ``what`` names the mask input in error messages."""
+    masks = _check_masks(images, masks, what)
+    top, bottom, left, right = mask_box(masks, margin, what=what)
     return images[..., top:bottom, left:right]
+
+
+def region_masks(images: Tensor, masks: Tensor, what: str) -> Tensor:
+    """``masks`` checked for compositing into ``images`` [B, 3, H, W]: the images' size, one mask
+    or one per image, not all empty (a composite in an empty mask would silently change
+    nothing). Returns them as float [M, H, W]. Cheap: callers check before the expensive part."""
+    masks = _check_masks(images, masks, what)
+    if masks.numel() == 0 or not float(masks.max()) > 0.5:  # a max, not a bool copy of a clip's masks
+        raise _empty(what, 0.5)
+    return masks
 
 
 def feather_mask(masks: Tensor, feather: float) -> Tensor:
@@ -88,7 +106,34 @@ def composite_in_mask(base: Tensor, overlay: Tensor, masks: Tensor, feather: flo
     if overlay.shape[0] not in (1, base.shape[0]):
         raise ValueError(f"composite: {overlay.shape[0]} overlay images for {base.shape[0]} base images; give "
                          f"one, or one per base image.")
-    masks = _check_masks(base, masks, "composite")
-    mask_box(masks)  # refuses an empty mask: the composite would silently change nothing
+    masks = region_masks(base, masks, "composite")
     alpha = feather_mask(masks, feather)[:, None]
     return base * (1 - alpha) + overlay * alpha
+
+
+def composite_into(out: Tensor, base: Tensor, masks: Tensor, feather: float = 8.0, chunk: int = 4) -> Tensor:
+    """In place: ``out`` (the overlay, e.g. Splice Output's result) is kept inside the feathered
+    mask and replaced by ``base`` outside; returns ``out``.
+
+    ``out`` and ``base`` are [B, 3, H, W] of one shape (``out`` may be a permuted view of a
+    channels-last CPU buffer); ``masks`` one [1, H, W] mask for all, or one per image. Done
+    ``chunk`` images at a time, so a long clip never gets a second full-size copy: only one
+    chunk's temporaries exist at once. A single mask is feathered once; per-image masks are
+    feathered per chunk. Where the feathered mask is 0, ``out`` becomes ``base`` exactly (for
+    a finite overlay): ``base * 1 + overlay * 0``.
+    """
+    if tuple(out.shape) != tuple(base.shape):
+        raise ValueError(f"composite: the overlay is {tuple(out.shape)} but the base images are "
+                         f"{tuple(base.shape)}; they must match.")
+    masks = region_masks(base, masks, "mask")
+    shared = feather_mask(masks, feather)[:, None].to(out.device) if masks.shape[0] == 1 else None
+    total, step = int(base.shape[0]), max(1, int(chunk))
+    for start in range(0, total, step):
+        stop = min(start + step, total)
+        if shared is not None:
+            alpha = shared
+        else:
+            alpha = feather_mask(masks[start:stop], feather)[:, None].to(out.device)
+        overlay = out[start:stop]
+        overlay.copy_(base[start:stop].to(device=out.device, dtype=out.dtype) * (1 - alpha) + overlay * alpha)
+    return out

@@ -8,11 +8,13 @@ import torch
 from torch import Tensor
 
 from ..comfy_splice.memory import apply_chunk_that_fits, estimate_apply_peak
+from ..comfy_splice.regions import composite_into, region_masks
 
 from . import host, names
 from .api import CATEGORY, io
 from .errors import readable_errors
 from .generators import check_generator, run_generator
+from .regions import mask_input
 from .types import SpliceGenerator
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,8 @@ class SpliceApply(io.ComfyNode):
                 "normalised on its own, so the result does not depend on the batch. Best on "
                 "images like the structure image it was trained on. Long clips are streamed: the "
                 "device holds one batch at a time, the output is assembled on the CPU, and the "
-                "node shows its progress."),
+                "node shows its progress. With a mask, only the masked region changes (feathered "
+                "edge) and the rest of each image is the input exactly."),
             inputs=[
                 SpliceGenerator.Input(
                     "generator",
@@ -46,6 +49,17 @@ class SpliceApply(io.ComfyNode):
                     tooltip=("Images processed at once. Only speed and memory change: results are "
                              "identical for every value. Lower it if you run out of memory on "
                              "large images.")),
+                io.Mask.Input(
+                    "mask", optional=True,
+                    tooltip=("Optional: change only this region (e.g. the object mask of the image "
+                             f"from '{names.COSEGMENT}'). The output is the generator's "
+                             "result inside the mask, feathered, and the input image exactly "
+                             "outside, at full resolution. One mask for all images, or one per "
+                             "image, at the images' size.")),
+                io.Int.Input(
+                    "feather", default=8, min=0, max=256, optional=True,
+                    tooltip=("With a mask: soften its edge over about this many pixels (Gaussian, "
+                             "0 = hard edge), so the changed region has no seam.")),
             ],
             outputs=[
                 io.Image.Output("image", display_name="image",
@@ -55,9 +69,12 @@ class SpliceApply(io.ComfyNode):
 
     @classmethod
     @readable_errors(names.APPLY)
-    def execute(cls, generator: object, images: Tensor, batch_size: int = 4) -> io.NodeOutput:
+    def execute(cls, generator: object, images: Tensor, batch_size: int = 4, mask: object = None,
+                feather: int = 8) -> io.NodeOutput:
         trained = check_generator(generator)
         batch = host.image_to_core(images, "images")  # a view of the input, no copy
+        # Checked before the generator runs: a wrong-size or empty mask fails at once.
+        masks = None if mask is None else region_masks(batch, mask_input(mask, "mask"), "mask")
         device = host.torch_device()
         frames, _, height, width = batch.shape
         requested = max(1, int(batch_size))
@@ -85,4 +102,7 @@ class SpliceApply(io.ComfyNode):
                 "lower batch_size, or use smaller images") from None
         finally:
             host.release_memory()
-        return io.NodeOutput(result.clamp_(0.0, 1.0))
+        result.clamp_(0.0, 1.0)
+        if masks is not None:  # in place, chunk by chunk: no second copy of a long clip
+            composite_into(result.permute(0, 3, 1, 2), batch, masks, float(feather), chunk)
+        return io.NodeOutput(result)

@@ -206,10 +206,13 @@ def image_to_core(image: Tensor, name: str, clone: bool = False) -> Tensor:
         raise ValueError(f"{name}: the image batch is empty.")
     check_finite_image(image, name)
     out = image.permute(0, 3, 1, 2).float()
-    if clone:
-        with torch.inference_mode(False):
-            out = out.clone(memory_format=torch.contiguous_format)
-    return out
+    return trainable(out) if clone else out
+
+
+def trainable(images: Tensor) -> Tensor:
+    """An ordinary (non-inference), contiguous copy of ``images`` that training may backprop into."""
+    with torch.inference_mode(False):
+        return images.clone(memory_format=torch.contiguous_format)
 
 
 def image_to_comfy(images: Tensor) -> Tensor:

@@ -14,8 +14,8 @@ from .api import CATEGORY, io
 from .errors import readable_errors
 
 
-
-def _masks(mask: object, name: str) -> Tensor:
+def mask_input(mask: object, name: str) -> Tensor:
+    """A MASK input as float [M, H, W] (ComfyUI also passes a single [H, W] mask)."""
     if not isinstance(mask, Tensor) or mask.ndim not in (2, 3):
         raise ValueError(f"{name}: connect a MASK (e.g. from '{names.COSEGMENT}').")
     return mask.float() if mask.ndim == 3 else mask[None].float()
@@ -49,7 +49,7 @@ class SpliceCropToMask(io.ComfyNode):
     @readable_errors(names.CROP)
     def execute(cls, image: Tensor, mask: object, margin: float = 0.05) -> io.NodeOutput:
         images = host.image_to_core(image, "image")
-        return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, _masks(mask, "mask"), margin)))
+        return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, mask_input(mask, "mask"), margin)))
 
 
 class SpliceCompositeInMask(io.ComfyNode):
@@ -81,7 +81,7 @@ class SpliceCompositeInMask(io.ComfyNode):
     def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
         bottom = host.image_to_core(base, "base")
         top = host.image_to_core(overlay, "overlay")
-        out = composite_in_mask(bottom, top, _masks(mask, "mask"), float(feather))
+        out = composite_in_mask(bottom, top, mask_input(mask, "mask"), float(feather))
         return io.NodeOutput(host.image_to_comfy(out))
 
 

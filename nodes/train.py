@@ -7,7 +7,8 @@ off for the run, and the images and the DINO-ViT are cloned so autograd can save
 node's button, ``nodes.stop``) or the ``max_minutes`` budget end the run early and return the
 generator trained so far. ``init_generator`` resumes a run exactly or fine-tunes from its
 weights; ``autosave_every`` writes resumable checkpoints into the folder Load Splice Generator
-lists (``nodes.autosave``).
+lists (``nodes.autosave``). ``appearance_mask`` replaces the appearance image by its crop to the
+mask's bounding box before anything else sees it (region-aware Splice, ``comfy_splice.regions``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import Tensor
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
 from ..comfy_splice.memory import (apply_chunk_that_fits, check_training_fits,
                                    estimate_training_peak, scaled_size, vit_shape)
+from ..comfy_splice.regions import crop_to_mask
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
 from . import host, stop, names
@@ -26,6 +28,7 @@ from .api import CATEGORY, io
 from .autosave import Autosaver
 from .errors import check_choice, check_finite, readable_errors
 from .generators import check_generator, run_generator
+from .regions import mask_input
 from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
 
 log = logging.getLogger(__name__)
@@ -181,6 +184,15 @@ class SpliceTrainGenerator(io.ComfyNode):
                              "with the pixel count, and the node says which value fits when the "
                              "full size does not. Optional, so API prompts saved before it existed "
                              "still run.")),
+                io.Mask.Input(
+                    "appearance_mask", optional=True,
+                    tooltip=("Optional: take the look from this region of the appearance image only "
+                             f"(e.g. 'more_masks' of '{names.COSEGMENT}'). The appearance "
+                             "image is cropped to the mask's bounding box plus 5% per side, and the "
+                             "crop replaces it everywhere in training (appearance target and identity "
+                             "term). Cropped, not blanked: DINO's CLS token describes the whole crop, "
+                             "so blanked pixels would become part of the look. Same size as the "
+                             "appearance image; an empty mask is refused.")),
             ],
             outputs=[
                 SpliceGenerator.Output(
@@ -204,15 +216,25 @@ class SpliceTrainGenerator(io.ComfyNode):
                 seed: int = 0, identity_weight: float = 1.0, full_image_every: int = 75,
                 preview_every: int = 50, dtype: str = "auto", init_generator: object = None,
                 max_minutes: float = 0.0, autosave_every: int = 0,
-                max_megapixels: float | None = 0.0) -> io.NodeOutput:
+                max_megapixels: float | None = 0.0,
+                appearance_mask: object = None) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
         a = host.image_to_core(structure, "structure")
         b = host.image_to_core(appearance, "appearance")
         _check_pair(a, b)
+        if appearance_mask is not None:
+            # The crop IS the appearance image from here on: training targets, the identity term,
+            # the memory check and the pair fingerprint a resume compares all see the crop.
+            b = crop_to_mask(b, mask_input(appearance_mask, "appearance_mask"), what="appearance_mask")
         min_side = max(MIN_IMAGE_SIDE, dino.backbone.patch_size)
         why = "Splice's generator and DINO's patches need this much"
         host.check_min_size(a, min_side, "The structure image", why)
+        if appearance_mask is not None and min(b.shape[-2:]) < min_side:
+            raise ValueError(
+                f"appearance_mask: the appearance image cropped to the mask is {b.shape[-1]}x"
+                f"{b.shape[-2]} pixels; the minimum is {min_side}x{min_side} ({why}). Use a mask "
+                f"with a larger region, or upscale the appearance image and its mask first.")
         host.check_min_size(b, min_side, "The appearance image", why)
         if steps < 1:
             raise ValueError(f"steps is {steps}; it must be at least 1.")
@@ -263,7 +285,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                 backbone = host.backbone_for(dino.backbone, device, for_training=True)
                 trained = train_generator(
                     backbone, host.image_to_core(structure, "structure", clone=True),
-                    host.image_to_core(appearance, "appearance", clone=True), config, device,
+                    host.trainable(b), config, device,
                     on_step=progress.step, on_preview=progress.preview, init=init,
                     should_finish=stop_event.is_set,
                     max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,

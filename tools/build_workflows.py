@@ -42,7 +42,7 @@ from tools import comfy_page, make_examples
 from tools.workflow_specs import (DINO_MODEL, DINO_MODEL_PTH, GENERATOR_FILE, MODE_ALWAYS, MODE_NEVER,  # noqa: F401
                                   REPO_ROOT, SD15_CHECKPOINT, TILE_CONTROLNET, WORKFLOWS,
                                   WORKFLOWS_DIR, WorkflowSpec, all_workflows, basic_workflow,
-                                  diffusion_workflow, video_workflow)
+                                  diffusion_workflow, region_workflow, video_workflow)
 from tools.comfy_server import ComfyServer
 
 log = logging.getLogger("build_workflows")

@@ -37,9 +37,13 @@ INPUT_DIR = REPO_ROOT / "workflows" / "input"
 STRUCTURE = "splice_structure_village.png"
 APPEARANCE = "splice_appearance_winter.png"
 VIDEO = "splice_frames_village.mp4"
-ALL_FILES = (STRUCTURE, APPEARANCE, VIDEO)
+# Region-aware Splice: one object (a house) on a background in each image.
+OBJECT_STRUCTURE = "splice_object_cottage.png"
+OBJECT_APPEARANCE = "splice_object_gingerbread.png"
+ALL_FILES = (STRUCTURE, APPEARANCE, VIDEO, OBJECT_STRUCTURE, OBJECT_APPEARANCE)
 
 IMAGE_SIZE = (512, 384)
+OBJECT_SIZE = (384, 288)  # small files; big enough for the house's parts at DINO's 224 px
 VIDEO_SIZE = (384, 288)   # even sides (yuv420p), small enough for CPU runs
 VIDEO_FRAMES = 12
 VIDEO_FPS = 8
@@ -192,6 +196,64 @@ def appearance_image() -> Image.Image:
     return draw_village(IMAGE_SIZE, x0=90.0, seed=2, pal=NIGHT, night=True)
 
 
+def object_structure_image() -> Image.Image:
+    """A cottage (the object) alone on a meadow under a sky (the background to keep)."""
+    w, h = OBJECT_SIZE
+    rng = np.random.RandomState(3)
+    img = Image.fromarray(_vertical_gradient(OBJECT_SIZE, DAY.sky_top, DAY.sky_bottom).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for cx, cy in ((0.14, 0.16), (0.8, 0.12)):
+        for k in range(3):
+            r = 16 + 5 * k
+            draw.ellipse([cx * w + k * 18 - r, cy * h - r * 0.6, cx * w + k * 18 + r, cy * h + r * 0.6],
+                         fill=(248, 250, 252))
+    _fill_below(draw, _ridge(w, 0.66 * h, 10, (0.7, 2.1, 0.2), 0.0), h, DAY.near_hills)
+    _house(draw, 0.5 * w, 0.78 * h, 1.25, DAY)
+    return _texture(img, 6.0, rng)
+
+
+def _gingerbread_house(draw: ImageDraw.ImageDraw, x: float, ground: float, s: float,
+                       rng: np.random.RandomState) -> None:
+    """A house of the same shape in another material: gingerbread walls, icing, sweets."""
+    dough, dark, icing = (166, 98, 48), (112, 62, 30), (252, 250, 244)
+    w, h = 120 * s, 78 * s
+    left, top = x - w / 2, ground - h
+    draw.rectangle([left, top, left + w, ground], fill=dough, outline=dark, width=max(1, int(2 * s)))
+    for _ in range(int(60 * s)):  # baked speckles
+        px, py = rng.uniform(left + 3, left + w - 3), rng.uniform(top + 3, ground - 3)
+        draw.ellipse([px - 1.2, py - 1.2, px + 1.2, py + 1.2], fill=dark)
+    draw.polygon([(left - 12 * s, top + 2), (x, top - 58 * s), (left + w + 12 * s, top + 2)], fill=icing,
+                 outline=dark)
+    sweets = ((220, 40, 60), (40, 160, 80), (250, 200, 40), (60, 120, 220))
+    for i in range(10):  # sweets along both slopes of the roof, just inside its edge
+        t = 0.15 + 0.7 * (i % 5) / 4
+        edge = left - 4 * s if i < 5 else left + w + 4 * s
+        sx, sy = edge + t * (x - edge), top - 4 * s + t * (-50 * s)
+        r = 4.5 * s
+        draw.ellipse([sx - r, sy - r, sx + r, sy + r], fill=sweets[i % len(sweets)])
+    zig = [(left + k * 8 * s, top + (6 * s if k % 2 else 0)) for k in range(int(w / (8 * s)) + 1)]
+    draw.line(zig, fill=icing, width=max(2, int(3 * s)))
+    door_w, door_h = 24 * s, 42 * s
+    draw.rectangle([x - door_w / 2, ground - door_h, x + door_w / 2, ground], fill=dark, outline=icing,
+                   width=max(1, int(2 * s)))
+    for wx in (left + 16 * s, left + w - 42 * s):
+        draw.rectangle([wx, top + 16 * s, wx + 26 * s, top + 40 * s], fill=(250, 214, 120), outline=icing,
+                       width=max(2, int(3 * s)))
+        draw.line([wx + 13 * s, top + 16 * s, wx + 13 * s, top + 40 * s], fill=icing, width=max(1, int(2 * s)))
+
+
+def object_appearance_image() -> Image.Image:
+    """A gingerbread house (the same kind of object, another look) on a plain pastel background,
+    off-centre and smaller, so co-segmentation and the crop have work to do."""
+    w, h = OBJECT_SIZE
+    rng = np.random.RandomState(4)
+    img = Image.fromarray(_vertical_gradient(OBJECT_SIZE, (238, 206, 222), (250, 236, 214)).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse([0.18 * w, 0.74 * h, 0.86 * w, 0.98 * h], fill=(244, 244, 248), outline=(200, 200, 214))
+    _gingerbread_house(draw, 0.54 * w, 0.86 * h, 1.05, rng)
+    return _texture(img, 4.0, rng)
+
+
 def video_frames() -> list[Image.Image]:
     """A left-to-right pan over the structure scene (the structure image's own scale)."""
     w, h = VIDEO_SIZE
@@ -245,6 +307,8 @@ def render_all() -> dict[str, bytes]:
         STRUCTURE: png_bytes(structure_image()),
         APPEARANCE: png_bytes(appearance_image()),
         VIDEO: encode_mp4(video_frames(), audio=clip_audio()),
+        OBJECT_STRUCTURE: png_bytes(object_structure_image()),
+        OBJECT_APPEARANCE: png_bytes(object_appearance_image()),
     }
 
 

@@ -356,9 +356,70 @@ and texture. Pick any SD 1.5 checkpoint in *Load Checkpoint* (the default is
         expect_images=["splice_preview"])
 
 
+REGION_NOTE = """
+
+**This graph: change the look of the object, keep the background.** *DINO Co-segmentation* finds
+the object that A and B share (here a house) and returns a mask for each: A's from *masks*, B's
+from *more_masks* (B goes into *more_images*, so it may have another size).
+*Train Generator* takes the look from B's object only: its *appearance_mask* crops B to the
+object's box (cropped, not blanked: blanked pixels would become part of the look).
+*Splice Output* changes A only inside A's object mask, feathered over *feather* pixels; outside
+it the output is A exactly. The previews show both masks: if they miss the object, change
+*thresh* or *votes_percentage* on the co-segmentation (the paper's values are set)."""
+
+
+def region_workflow() -> WorkflowSpec:
+    """Region-aware Splice: co-segment A and B, train on B's object, change only A's object."""
+    nodes, links = _splice_core()
+    structure, appearance = nodes[0], nodes[1]
+    structure.widgets = {"image": make_examples.OBJECT_STRUCTURE}
+    structure.title = "A: the object to restyle, on the background to keep"
+    appearance.widgets = {"image": make_examples.OBJECT_APPEARANCE}
+    appearance.title = "B: the object whose look to take"
+    nodes = [_note(SPLICE_NOTE + REGION_NOTE, 640)] + nodes + [
+        NodeSpec("cosegment", "SpliceDinoCosegmentation", (X_DINO, 420),
+                 {"seed": 0, "control_after_generate": "fixed"}, size=(320, 430)),
+        NodeSpec("mask_a", "MaskToImage", (X_TRAIN, 780), {}, size=(220, 26)),
+        NodeSpec("mask_b", "MaskToImage", (X_TRAIN, 860), {}, size=(220, 26)),
+        NodeSpec("mask_a_preview", "PreviewImage", (X_APPLY, 780), {}, title="A's object (what changes)",
+                 size=(320, 300)),
+        NodeSpec("mask_b_preview", "PreviewImage", (X_SAVE, 780), {}, title="B's object (where the look comes from)",
+                 size=(320, 300)),
+        NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4, "feather": 8}, size=(300, 150)),
+        NodeSpec("save", "SaveImage", (X_SAVE, 0), {"filename_prefix": "splice/region"}, size=(420, 400)),
+    ]
+    links += [
+        ("dino", "dino", "cosegment", "dino"),
+        ("structure", "IMAGE", "cosegment", "images"),
+        ("appearance", "IMAGE", "cosegment", "more_images"),
+        ("cosegment", "more_masks", "train", "appearance_mask"),
+        ("cosegment", "masks", "mask_a", "mask"),
+        ("cosegment", "more_masks", "mask_b", "mask"),
+        ("mask_a", "IMAGE", "mask_a_preview", "images"),
+        ("mask_b", "IMAGE", "mask_b_preview", "images"),
+        ("train", "generator", "apply", "generator"),
+        ("structure", "IMAGE", "apply", "images"),
+        ("cosegment", "masks", "apply", "mask"),
+        ("apply", "image", "save", "images"),
+    ]
+    groups = [
+        GroupSpec("Inputs", ["structure", "appearance"], "#8A8"),
+        GroupSpec("DINO-ViT, losses, masks", ["dino", "structure_loss", "appearance_loss", "cosegment"],
+                  "#88A"),
+        GroupSpec("The masks", ["mask_a", "mask_b", "mask_a_preview", "mask_b_preview"], "#a1309b"),
+        GroupSpec("Train on B's object, change A's", ["train", "apply", "save"], "#b58b2a"),
+    ]
+    return WorkflowSpec(
+        "splice_region_object",
+        "Region-aware Splice: co-segment the object in A and B, take the look from B's object only and "
+        "change A only inside its object mask; the background of A stays as it is.",
+        nodes, links, groups,
+        expect_images=["save", "mask_a_preview", "mask_b_preview"])
+
+
 def all_workflows() -> list[WorkflowSpec]:
     return [basic_workflow(), video_workflow(), diffusion_workflow(controlnet=False),
-            diffusion_workflow(controlnet=True)]
+            diffusion_workflow(controlnet=True), region_workflow()]
 
 
 WORKFLOWS = all_workflows()
