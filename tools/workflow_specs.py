@@ -219,8 +219,8 @@ def video_workflow() -> WorkflowSpec:
 
 **This graph: one generator for a whole shot.** *Select Keyframes* takes every Nth frame of the
 video (set N so the keyframes show everything that enters the shot); *Train Generator* trains
-once on all of them (one keyframe per step: a step costs what one image costs); *Splice Output*
-applies the generator to every frame, and *Create Video* writes them with the clip's frame rate
+once on all of them (one keyframe per step: a step costs what one image costs);
+*Splice Output* applies the generator to every frame, and *Create Video* writes them with the clip's frame rate
 and sound. *Save Splice Generator* keeps the generator for other clips of the shot.""", 720)] + nodes + [
         NodeSpec("components", "GetVideoComponents", (X_INPUT, 920), {}, size=(320, 86)),
         NodeSpec("keyframes", "SpliceSelectKeyframes", (X_INPUT, 1070), {"every_nth": 4}, size=(320, 82)),
