@@ -249,8 +249,9 @@ class _Moments:
     def add(self, band: Tensor) -> None:
         variance, mean = torch.var_mean(band, dim=(0, 2, 3), correction=0)
         self.counts.append(band.shape[0] * band.shape[2] * band.shape[3])
-        self.means.append(mean.to("cpu", torch.float64))
-        self.variances.append(variance.to("cpu", torch.float64))
+        # to the CPU first, then float64 (Apple's MPS has no float64)
+        self.means.append(mean.cpu().double())
+        self.variances.append(variance.cpu().double())
 
     def mean_var(self) -> tuple[Tensor, Tensor]:
         """Mean and biased variance per channel, float64 on the CPU."""
@@ -269,12 +270,11 @@ def _affine(norm: nn.InstanceNorm2d, device: torch.device, dtype: torch.dtype,
     concatenated in order), as tensors of the network's ``dtype`` on ``device``."""
     means, variances = zip(*(m.mean_var() for m in moments))
     mean, variance = torch.cat(means), torch.cat(variances)
-    weight = (norm.weight.detach().to("cpu", torch.float64) if norm.weight is not None
-              else torch.ones_like(mean))
-    bias = norm.bias.detach().to("cpu", torch.float64) if norm.bias is not None else torch.zeros_like(mean)
+    weight = norm.weight.detach().cpu().double() if norm.weight is not None else torch.ones_like(mean)
+    bias = norm.bias.detach().cpu().double() if norm.bias is not None else torch.zeros_like(mean)
     alpha = weight / torch.sqrt(variance + norm.eps)
     beta = bias - mean * alpha
-    return _Affine(alpha.to(device, dtype), beta.to(device, dtype))
+    return _Affine(alpha.to(dtype).to(device), beta.to(dtype).to(device))
 
 
 _DRY = _Affine(torch.empty(0), torch.empty(0))  # a dry run never applies a norm

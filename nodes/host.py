@@ -145,8 +145,6 @@ def check_interrupt(*_: object) -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
-
-
 class SpliceOutOfMemoryError(torch.OutOfMemoryError):
     """Out of memory in a Splice node, with what to do about it.
 

@@ -60,3 +60,21 @@ def test_an_image_the_host_store_cannot_hold_is_refused_with_the_size_that_fits(
     fit_w, fit_h = (int(v) for v in message.split("an image of about ")[1].split(" ")[0].split("x"))
     out = comfy.run("SpliceApply", generator=trained[0], images=_image(fit_h, fit_w), batch_size=1)[0]
     assert out.shape == (1, fit_h, fit_w, 3)  # the size it names does run under the same budget
+
+
+def test_one_budget_variable_the_retired_one_is_named_in_the_log(
+        comfy: Comfy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    host = comfy.module("nodes.host")
+    monkeypatch.delenv(host.MEMORY_BUDGET_ENV, raising=False)
+    monkeypatch.setenv("COMFY_SPLICE_MEMORY_LIMIT_MB", "100")
+    with caplog.at_level(logging.WARNING, logger=f"{PACK_NAME}.nodes.host"):
+        assert host.memory_budget_bytes() is None  # no longer read
+    assert "COMFY_SPLICE_MEMORY_LIMIT_MB is no longer read; set COMFY_SPLICE_MEMORY_BUDGET_MB" in caplog.text
+    monkeypatch.setenv(host.MEMORY_BUDGET_ENV, "100")
+    assert host.memory_budget_bytes() == 100 << 20
+    monkeypatch.setattr(host, "memory_in_use", lambda device: 101 << 20)
+    assert host.free_memory(torch.device("cpu"), 0) == 0  # nothing left under the budget
+    with pytest.raises(torch.OutOfMemoryError, match="over the COMFY_SPLICE_MEMORY_BUDGET_MB budget"):
+        host.check_memory_limit(torch.device("cpu"))
+    monkeypatch.setattr(host, "memory_in_use", lambda device: 40 << 20)
+    assert host.free_memory(torch.device("cpu"), 0) <= 60 << 20  # the budget minus what is held
