@@ -4,7 +4,10 @@ Three parts, all independent of ComfyUI:
 
 * :func:`estimate_training_peak` / :func:`estimate_apply_peak`: pure functions of the image
   sizes and the ViT's shape that give an upper bound of the peak bytes of tensors (live plus
-  saved for backward). The coefficients were fitted to :class:`TensorPeakTracker` measurements
+  saved for backward). :func:`estimate_streamed_peak` does the same for Splice Output's
+  streamed path (``comfy_splice/streaming.py``), in two parts: the host store and the device's
+  bands; :func:`streamed_band_that_fits` picks the band for what is free or names the image size
+  that would fit. The coefficients were fitted to :class:`TensorPeakTracker` measurements
   (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py`` checks that the
   estimate stays above the measured peak and not absurdly so.
 * :class:`TensorPeakTracker`: a device-independent measurement. It watches every tensor an op
@@ -23,13 +26,15 @@ import ctypes.util
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+from . import streaming
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +114,87 @@ def estimate_apply_peak(height: int, width: int, batch: int = 1) -> int:
     (the input and output of the whole chunk included)."""
     pixels = height * width
     return int(batch * pixels * (GEN_APPLY_BYTES_PER_PIXEL + 24) + FIXED_OVERHEAD)
+
+
+def estimate_streamed_peak(height: int, width: int,
+                           band_bytes: int = streaming.DEFAULT_BAND_BYTES) -> streaming.StreamPlan:
+    """Host and device bytes of one streamed generator pass over a ``height`` x ``width`` image.
+
+    ``host_bytes``: the host store's peak, exact (the plan walks the pass itself): about
+    ``STREAM_HOST_BYTES_PER_PIXEL`` per pixel of the image padded to a multiple of 32.
+    ``device_bytes``: an upper bound of the device's tensors, the largest band (at most
+    ``band_bytes`` unless one row of a layer is larger) plus the weights and small tensors.
+    The caller's input image and output buffer are not included.
+    """
+    return streaming.plan(height, width, band_bytes)
+
+
+# The host store's peak per padded pixel (the top level's merge: its 16-channel 3x3 output and
+# the 32-channel level below at a quarter of the pixels); estimate_streamed_peak computes it.
+STREAM_HOST_BYTES_PER_PIXEL = 96
+
+
+@dataclass(frozen=True)
+class StreamedFit:
+    """How Splice Output streams one image: the band size and what the pass will hold."""
+
+    band_bytes: int
+    device_bytes: int
+    host_bytes: int
+
+
+def streamed_band_that_fits(height: int, width: int, device_free: int, host_free: int,
+                            shared: bool, where: str = "memory") -> StreamedFit:
+    """The band size for a streamed pass over one image with ``device_free`` bytes free on the
+    device and ``host_free`` in RAM (``shared``: the device is the CPU, so both come out of the
+    same RAM), counting the image's output (float32, 12 bytes per pixel) as host memory too.
+
+    Raises MemoryBudgetError naming the largest image of the same aspect ratio that would fit
+    when even one-row bands do not.
+    """
+    need = _streamed_need(height, width, device_free, host_free, shared)
+    if need is not None:
+        return need
+    low, high = 0.0, 1.0
+    for _ in range(24):
+        mid = (low + high) / 2
+        h, w = max(1, int(height * mid)), max(1, int(width * mid))
+        if _streamed_need(h, w, device_free, host_free, shared) is not None:
+            low = mid
+        else:
+            high = mid
+    smallest = streaming.plan(height, width, 0)
+    host_need = smallest.host_bytes + 12 * height * width
+    if shared:
+        streamed = f"{format_bytes(host_need + smallest.device_bytes)} of {where}"
+        available = f"{format_bytes(host_free)}"
+    else:
+        streamed = f"{format_bytes(host_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
+        available = f"{format_bytes(host_free)} of RAM and {format_bytes(device_free)} of {where}"
+    fit_h, fit_w = int(height * low), int(width * low)
+    advice = (f"an image of about {fit_w}x{fit_h} would fit; downscale the images (e.g. 'Upscale "
+              f"Image By' with a scale of {math.floor(low * 100) / 100:g}) or free memory"
+              if fit_h >= 1 and fit_w >= 1 else "free memory (close other programs or models)")
+    raise MemoryBudgetError(
+        f"Applying the generator to a {width}x{height} image needs about "
+        f"{format_bytes(estimate_apply_peak(height, width, 1))} of {where} at once, and even "
+        f"streamed in bands (a few rows at a time on the device) {streamed}, but only "
+        f"{available} is free: {advice}.")
+
+
+def _streamed_need(height: int, width: int, device_free: int, host_free: int,
+                   shared: bool) -> StreamedFit | None:
+    """The largest useful band that fits, or None when even one-row bands do not."""
+    smallest = streaming.plan(height, width, 0)
+    output = 12 * height * width
+    host = smallest.host_bytes + output
+    if host > host_free:
+        return None
+    room = (host_free - host if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
+    if room < smallest.band_bytes:
+        return None
+    chosen = streaming.plan(height, width, min(room, streaming.DEFAULT_BAND_BYTES))
+    return StreamedFit(min(room, streaming.DEFAULT_BAND_BYTES), chosen.device_bytes, chosen.host_bytes)
 
 
 def megapixels_that_fit(budget: int, structure_hw: tuple[int, int],
@@ -199,12 +285,15 @@ class TensorPeakTracker(TorchDispatchMode):
     saves for backward, the backward pass itself and checkpoint recomputation are all counted.
     Storages are identified by a weak reference, so views and in-place results are counted
     once and a storage stops counting when it is freed. ``baseline`` adds tensors that existed
-    before (weights, input images): pass them to :meth:`add`.
+    before (weights, input images): pass them to :meth:`add`. ``ignore(storage)`` leaves out
+    storages that are not the device's, e.g. views of a streamed pass's host store
+    (``HostStore.owns``), so that what is counted is the device part alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ignore: Callable[[torch.UntypedStorage], bool] | None = None) -> None:
         super().__init__()
         self._live: dict[int, tuple[StorageWeakRef, int]] = {}
+        self._ignore = ignore
         self.current = 0
         self.peak = 0
 
@@ -217,6 +306,8 @@ class TensorPeakTracker(TorchDispatchMode):
         storage = tensor.untyped_storage()
         key = storage._cdata
         if key in self._live and not self._live[key][0].expired():
+            return
+        if self._ignore is not None and self._ignore(storage):
             return
         size = storage.nbytes()
         self._live[key] = (StorageWeakRef(storage), size)

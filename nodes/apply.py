@@ -7,8 +7,10 @@ import logging
 import torch
 from torch import Tensor
 
-from ..comfy_splice.memory import apply_chunk_that_fits, estimate_apply_peak
+from ..comfy_splice.memory import (MemoryBudgetError, StreamedFit, apply_chunk_that_fits,
+                                   estimate_apply_peak, format_bytes, streamed_band_that_fits)
 from ..comfy_splice.regions import composite_into, region_masks
+from ..comfy_splice.streaming import stream_generator
 
 from . import host, names
 from .api import CATEGORY, io
@@ -35,8 +37,10 @@ class SpliceApply(io.ComfyNode):
                 "normalised on its own, so the result does not depend on the batch. Best on "
                 "images like the structure image it was trained on. Long clips are streamed: the "
                 "device holds one batch at a time, the output is assembled on the CPU, and the "
-                "node shows its progress. With a mask, only the masked region changes (feathered "
-                "edge) and the rest of each image is the input exactly."),
+                "node shows its progress. An image too large for the device's free memory is "
+                "run layer by layer in bands of rows (the layers in between kept in RAM), with "
+                "the same result. With a mask, only the masked region changes (feathered edge) "
+                "and the rest of each image is the input exactly."),
             inputs=[
                 SpliceGenerator.Input(
                     "generator",
@@ -78,27 +82,28 @@ class SpliceApply(io.ComfyNode):
         device = host.torch_device()
         frames, _, height, width = batch.shape
         requested = max(1, int(batch_size))
-        free = host.free_memory(device, estimate_apply_peak(height, width, requested))
-        chunk = apply_chunk_that_fits(height, width, requested, free,
-                                      where=host.memory_where(device))
-        if chunk < requested:
-            log.info(f"{names.APPLY}: %d images of %dx%d at a time instead of %d (memory)",
-                     chunk, width, height, requested)
+        chunk, streamed = _plan(device, int(height), int(width), requested)
         progress = host.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000
         # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.
         result = torch.empty((frames, height, width, 3), dtype=torch.float32)
         try:
-            run_generator(trained.generator, batch, device, chunk,
-                          on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
+            if streamed is None:
+                run_generator(trained.generator, batch, device, chunk,
+                              on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
+            else:
+                stream_generator(trained.generator, batch, device, streamed.band_bytes,
+                                 out=result.permute(0, 3, 1, 2), on_pass=lambda: _check(device),
+                                 on_image=progress.step)
         except Exception as exc:  # out of memory: free this run's tensors, explain, keep serving
             if not host.is_out_of_memory(exc):
                 raise
             host.release_frames(exc)
             host.soft_empty_cache()
+            how = f"in chunks of {chunk}" if streamed is None else "in bands"
             raise host.out_of_memory(
                 exc, device, f"applying the generator to {frames} image(s) of "
-                f"{width}x{height} in chunks of {chunk}",
+                f"{width}x{height} {how}",
                 "lower batch_size, or use smaller images") from None
         finally:
             host.release_memory()
@@ -106,3 +111,32 @@ class SpliceApply(io.ComfyNode):
         if masks is not None:  # in place, chunk by chunk: no second copy of a long clip
             composite_into(result.permute(0, 3, 1, 2), batch, masks, float(feather), chunk)
         return io.NodeOutput(result)
+
+
+def _plan(device: torch.device, height: int, width: int, requested: int) -> tuple[int, StreamedFit | None]:
+    """How many images go through the device at once, or (when one whole image does not fit)
+    the band size of the streamed pass; MemoryBudgetError when not even that fits."""
+    where = host.memory_where(device)
+    free = host.free_memory(device, estimate_apply_peak(height, width, requested))
+    try:
+        chunk = apply_chunk_that_fits(height, width, requested, free, where=where)
+    except MemoryBudgetError:
+        shared = device.type == "cpu"
+        fit = streamed_band_that_fits(height, width, free, free if shared else host.free_host_memory(),
+                                      shared, where=where)
+        log.info("%s: a %dx%d image needs about %s of %s at once, %s is free; streaming "
+                 "it layer by layer in bands (about %s on the device, %s of RAM for the layers "
+                 "kept between passes); the result is the same", names.APPLY, width, height,
+                 format_bytes(estimate_apply_peak(height, width, 1)), where, format_bytes(free),
+                 format_bytes(fit.device_bytes), format_bytes(fit.host_bytes))
+        return 1, fit
+    if chunk < requested:
+        log.info("%s: %d images of %dx%d at a time instead of %d (memory)",
+                 names.APPLY, chunk, width, height, requested)
+    return chunk, None
+
+
+def _check(device: torch.device) -> None:
+    """Between two passes of a streamed image: Cancel, and the memory budget."""
+    host.check_interrupt()
+    host.check_memory_limit(device)

@@ -59,6 +59,34 @@ def backbone_for(backbone: DinoBackbone, device: torch.device, for_training: boo
 
 
 MEMORY_BUDGET_ENV = "COMFY_SPLICE_MEMORY_BUDGET_MB"
+RETIRED_LIMIT_ENV = "COMFY_SPLICE_MEMORY_LIMIT_MB"  # its job is done by MEMORY_BUDGET_ENV now
+_warned: set[str] = set()
+
+
+def memory_budget_bytes() -> int | None:
+    """The pack's memory budget, ``COMFY_SPLICE_MEMORY_BUDGET_MB`` in the server's environment
+    (unset, 0 or not a number: none).
+
+    One variable for both checks: before a run its estimate must fit in the budget minus what
+    the process already holds (:func:`free_memory`), and during a run the process must stay
+    under it (:func:`check_memory_limit`), which keeps Splice from taking a machine or a GPU
+    shared with other programs.
+    """
+    if os.environ.get(RETIRED_LIMIT_ENV, "").strip() and RETIRED_LIMIT_ENV not in _warned:
+        _warned.add(RETIRED_LIMIT_ENV)
+        log.warning("%s is no longer read; set %s instead (it now caps both the estimate before a "
+                    "run and the memory during it)", RETIRED_LIMIT_ENV, MEMORY_BUDGET_ENV)
+    raw = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        megabytes = float(raw)
+    except ValueError:
+        if raw not in _warned:
+            _warned.add(raw)
+            log.warning("%s=%r is not a number of MB; ignored", MEMORY_BUDGET_ENV, raw)
+        return None
+    return int(megabytes * 2**20) if megabytes > 0 else None
 
 
 def free_memory(device: torch.device, need: int) -> int:
@@ -66,21 +94,24 @@ def free_memory(device: torch.device, need: int) -> int:
 
     On a GPU, ComfyUI first unloads models until ``need`` bytes are free (or nothing more can
     go), then reports what its device has free. On the CPU it is the system's available RAM
-    (psutil). ``COMFY_SPLICE_MEMORY_BUDGET_MB`` in the server's environment caps the answer,
-    e.g. to keep room for other programs on a shared machine.
+    (psutil). With a budget (:func:`memory_budget_bytes`) it is at most the budget minus what
+    the process holds now (:func:`memory_in_use`).
     """
     if device.type != "cpu":
         mm.free_memory(need, device)
         free = int(mm.get_free_memory(device))
     else:
         free = int(psutil.virtual_memory().available)
-    cap = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
-    if cap:
-        try:
-            free = min(free, int(float(cap) * (1 << 20)))
-        except ValueError:
-            log.warning("%s=%r is not a number of MB; ignored", MEMORY_BUDGET_ENV, cap)
+    budget = memory_budget_bytes()
+    if budget is not None:
+        free = min(free, max(0, budget - memory_in_use(device)))
     return free
+
+
+def free_host_memory() -> int:
+    """Bytes of RAM available to the system (for the host part of a streamed pass on a GPU; on
+    the CPU :func:`free_memory` already counts RAM and the budget)."""
+    return int(psutil.virtual_memory().available)
 
 
 def memory_where(device: torch.device) -> str:
@@ -114,9 +145,6 @@ def check_interrupt(*_: object) -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
-MEMORY_LIMIT_ENV = "COMFY_SPLICE_MEMORY_LIMIT_MB"
-
-
 class SpliceOutOfMemoryError(torch.OutOfMemoryError):
     """Out of memory in a Splice node, with what to do about it.
 
@@ -144,45 +172,31 @@ def out_of_memory(exc: BaseException, device: torch.device, what: str, fixes: st
     )
 
 
-def memory_limit_bytes() -> int | None:
-    """The optional cap set with $COMFY_SPLICE_MEMORY_LIMIT_MB (unset or 0: no cap)."""
-    raw = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        megabytes = float(raw)
-    except ValueError:
-        log.warning("%s=%r is not a number of megabytes; ignored", MEMORY_LIMIT_ENV, raw)
-        return None
-    return int(megabytes * 2**20) if megabytes > 0 else None
-
-
 def memory_in_use(device: torch.device) -> int:
     """Bytes in use: tensors allocated on an accelerator whose torch backend counts them (CUDA,
     XPU, MPS); on the CPU, or a backend that does not, the process's RSS."""
     backend = getattr(torch, device.type, None) if device.type != "cpu" else None
     if backend is not None and hasattr(backend, "memory_allocated"):
         return int(backend.memory_allocated(device))
-    import psutil  # a ComfyUI dependency
-
     return int(psutil.Process().memory_info().rss)
 
 
 def check_memory_limit(device: torch.device) -> None:
-    """Raise torch's OutOfMemoryError when a Splice node uses more than the user's cap.
+    """Raise torch's OutOfMemoryError when a running Splice node goes over the memory budget.
 
-    The cap ($COMFY_SPLICE_MEMORY_LIMIT_MB) keeps Splice from taking a shared GPU's memory: a
-    run over it ends with the same message and clean-up as a real out-of-memory error. On the
-    CPU it applies to the whole ComfyUI process.
+    The budget ($COMFY_SPLICE_MEMORY_BUDGET_MB, see :func:`memory_budget_bytes`) was checked
+    against the run's estimate before it started; this catches a run that grows past it anyway.
+    It ends with the same message and clean-up as a real out-of-memory error. On the CPU it
+    applies to the whole ComfyUI process.
     """
-    limit = memory_limit_bytes()
-    if limit is None:
+    budget = memory_budget_bytes()
+    if budget is None:
         return
     used = memory_in_use(device)
-    if used > limit:
+    if used > budget:
         raise torch.OutOfMemoryError(
-            f"{used / 2**20:.0f} MiB in use on {device}, over the {MEMORY_LIMIT_ENV} limit of "
-            f"{limit / 2**20:.0f} MiB")
+            f"{used / 2**20:.0f} MiB in use on {device}, over the {MEMORY_BUDGET_ENV} budget of "
+            f"{budget / 2**20:.0f} MiB")
 
 
 def image_to_core(image: Tensor, name: str, clone: bool = False) -> Tensor:

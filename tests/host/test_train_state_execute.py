@@ -82,7 +82,10 @@ def test_out_of_memory_explains_the_fix_and_returns_the_memory(comfy: Comfy, los
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     host = comfy.module("nodes.host")
     trained = _train(comfy, losses, STRUCTURE, APPEARANCE, steps=1, preview_every=0)[0]
-    monkeypatch.setenv(host.MEMORY_LIMIT_ENV, "1")  # 1 MiB: the first step is over the cap
+    # The estimate before the run says it fits (as if the process held nothing yet); then the
+    # process is over the 1 MiB budget at the first step.
+    monkeypatch.setattr(host, "free_memory", lambda device, need: 1 << 40)
+    monkeypatch.setenv(host.MEMORY_BUDGET_ENV, "1")
     with pytest.raises(torch.OutOfMemoryError) as caught:
         _train(comfy, losses, STRUCTURE, APPEARANCE, steps=50, preview_every=0)
     message = str(caught.value)
@@ -92,5 +95,5 @@ def test_out_of_memory_explains_the_fix_and_returns_the_memory(comfy: Comfy, los
     assert _live_trainers() == 0, "the failed run's trainer (and its tensors) is still referenced"
     with pytest.raises(torch.OutOfMemoryError, match="lower batch_size"):
         comfy.run("SpliceApply", generator=trained, images=_image(40, 40, batch=2), batch_size=1)
-    monkeypatch.delenv(host.MEMORY_LIMIT_ENV)
+    monkeypatch.delenv(host.MEMORY_BUDGET_ENV)
     assert _train(comfy, losses, STRUCTURE, APPEARANCE, steps=1, preview_every=0)[0].steps_done == 1

@@ -1,0 +1,80 @@
+"""Splice Output on an image larger than the memory budget allows at once: streamed in bands
+(comfy_splice/streaming.py) with the same result, said in the log, and refused with the size
+that fits only when the bands' host store does not fit either. Run inside ComfyUI's real
+modules (see test_nodes_execute.py); the budget is COMFY_SPLICE_MEMORY_BUDGET_MB, with what the
+process already holds taken as zero so that the numbers are exact."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import torch
+
+from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak
+from test_nodes_execute import PACK_NAME, Comfy, _image, comfy, dino, losses, trained  # noqa: F401
+
+HEIGHT, WIDTH = 200, 296  # not multiples of 32: padded and cropped in every band
+
+
+@pytest.fixture
+def budget(comfy: Comfy, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Sets the budget in MiB; the process counts as holding nothing."""
+    host = comfy.module("nodes.host")
+    monkeypatch.setattr(host, "memory_in_use", lambda device: 0)
+    return lambda mib: monkeypatch.setenv(host.MEMORY_BUDGET_ENV, str(mib))
+
+
+def test_an_image_over_the_budget_is_streamed_with_the_same_result(
+        comfy: Comfy, trained: Any, budget: Any, caplog: pytest.LogCaptureFixture) -> None:
+    frames = _image(HEIGHT, WIDTH, batch=2, seed=9)
+    plain = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
+    budget(40)
+    assert estimate_apply_peak(HEIGHT, WIDTH, 1) > 40 << 20  # one whole image is over the budget
+    assert estimate_streamed_peak(HEIGHT, WIDTH, 0).host_bytes + (9 << 20) < 40 << 20
+    seen: list[tuple[int, int]] = []
+    progress = comfy.module("nodes.host").Progress
+    original = progress.step
+    progress.step = lambda self, done, total=None: (seen.append((done, total)), original(self, done, total))[1]
+    try:
+        with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.apply"):
+            streamed = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
+    finally:
+        progress.step = original
+    assert "streaming it layer by layer in bands" in caplog.text and f"{WIDTH}x{HEIGHT}" in caplog.text
+    assert streamed.shape == (2, HEIGHT, WIDTH, 3) and streamed.is_contiguous()
+    assert float((streamed - plain).abs().max()) <= 1e-5
+    assert float((streamed[0] - streamed[1]).abs().max()) > 1e-4  # two frames, two results
+    assert seen == [(1, 2), (2, 2)]
+
+
+def test_an_image_the_host_store_cannot_hold_is_refused_with_the_size_that_fits(
+        comfy: Comfy, trained: Any, budget: Any) -> None:
+    budget(12)
+    with pytest.raises(ValueError, match=r"an image of about \d+x\d+ would fit") as refused:
+        comfy.run("SpliceApply", generator=trained[0], images=_image(HEIGHT, WIDTH), batch_size=1)
+    message = str(refused.value)
+    assert f"Applying the generator to a {WIDTH}x{HEIGHT} image" in message
+    assert "streamed in bands" in message and "Traceback" not in message
+    fit_w, fit_h = (int(v) for v in message.split("an image of about ")[1].split(" ")[0].split("x"))
+    out = comfy.run("SpliceApply", generator=trained[0], images=_image(fit_h, fit_w), batch_size=1)[0]
+    assert out.shape == (1, fit_h, fit_w, 3)  # the size it names does run under the same budget
+
+
+def test_one_budget_variable_the_retired_one_is_named_in_the_log(
+        comfy: Comfy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    host = comfy.module("nodes.host")
+    monkeypatch.delenv(host.MEMORY_BUDGET_ENV, raising=False)
+    monkeypatch.setenv("COMFY_SPLICE_MEMORY_LIMIT_MB", "100")
+    with caplog.at_level(logging.WARNING, logger=f"{PACK_NAME}.nodes.host"):
+        assert host.memory_budget_bytes() is None  # no longer read
+    assert "COMFY_SPLICE_MEMORY_LIMIT_MB is no longer read; set COMFY_SPLICE_MEMORY_BUDGET_MB" in caplog.text
+    monkeypatch.setenv(host.MEMORY_BUDGET_ENV, "100")
+    assert host.memory_budget_bytes() == 100 << 20
+    monkeypatch.setattr(host, "memory_in_use", lambda device: 101 << 20)
+    assert host.free_memory(torch.device("cpu"), 0) == 0  # nothing left under the budget
+    with pytest.raises(torch.OutOfMemoryError, match="over the COMFY_SPLICE_MEMORY_BUDGET_MB budget"):
+        host.check_memory_limit(torch.device("cpu"))
+    monkeypatch.setattr(host, "memory_in_use", lambda device: 40 << 20)
+    assert host.free_memory(torch.device("cpu"), 0) <= 60 << 20  # the budget minus what is held
