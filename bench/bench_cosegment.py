@@ -11,7 +11,7 @@ The ViT has random weights (same cost as the real ones for extraction). k-means 
 on the data (the elbow rule decides how many k are tried, convergence how many iterations), so
 the clustering share is indicative only: with real weights and photos it differs.
 
-    python bench/bench_cosegment.py --models dino_vits8 --counts 2 8 --repeats 3
+    python -m bench.bench_cosegment --models dino_vits8 --counts 2 8 --repeats 3
 """
 
 from __future__ import annotations

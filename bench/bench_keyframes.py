@@ -7,7 +7,7 @@ keyframe's target and prints the bytes of both, per frame size, and how many key
 one GiB. That a step's work is the same with any number of keyframes is a test
 (tests/core/test_keyframes.py counts the ViT forwards), not a timing.
 
-    python bench/bench_keyframes.py --model dino_vitb8 --sizes 512x384 1920x1080
+    python -m bench.bench_keyframes --model dino_vitb8 --sizes 512x384 1920x1080
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ everything after, then the losses) so the keys are fp32. On the CPU (the default
 stands in for CUDA's: same bf16 format, same op lists for matmuls; the rounding of individual
 kernels differs. ``--device cuda`` measures CUDA's own autocast.
 
-    python bench/bench_precision.py --pairs cows apples2oranges --models dino_vits8 dino_vitb8 \\
+    python -m bench.bench_precision --pairs cows apples2oranges --models dino_vits8 dino_vitb8 \\
         --steps dino_vits8=200 dino_vitb8=40 --size 128
 """
 
