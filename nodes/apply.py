@@ -7,15 +7,12 @@ import logging
 import torch
 from torch import Tensor
 
-from ..comfy_splice.memory import (MemoryBudgetError, StreamedFit, apply_chunk_that_fits,
-                                   estimate_apply_peak, format_bytes, streamed_band_that_fits)
 from ..comfy_splice.regions import composite_into, region_masks
-from ..comfy_splice.streaming import stream_generator
 
 from . import host, names
 from .api import CATEGORY, io
 from .errors import readable_errors
-from .generators import check_generator, run_generator
+from .generators import check_generator, plan_apply, run_planned
 from .regions import mask_input
 from .types import SpliceGenerator
 
@@ -82,19 +79,14 @@ class SpliceApply(io.ComfyNode):
         device = host.torch_device()
         frames, _, height, width = batch.shape
         requested = max(1, int(batch_size))
-        chunk, streamed = _plan(device, int(height), int(width), requested)
+        chunk, streamed = plan_apply(device, int(height), int(width), requested)
         progress = host.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000
         # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.
         result = torch.empty((frames, height, width, 3), dtype=torch.float32)
         try:
-            if streamed is None:
-                run_generator(trained.generator, batch, device, chunk,
-                              on_chunk=progress.step, out=result.permute(0, 3, 1, 2))
-            else:
-                stream_generator(trained.generator, batch, device, streamed.band_bytes,
-                                 out=result.permute(0, 3, 1, 2), on_pass=lambda: _check(device),
-                                 on_image=progress.step)
+            run_planned(trained.generator, batch, device, chunk, streamed,
+                        out=result.permute(0, 3, 1, 2), on_images=progress.step)
         except Exception as exc:  # out of memory: free this run's tensors, explain, keep serving
             if not host.is_out_of_memory(exc):
                 raise
@@ -111,32 +103,3 @@ class SpliceApply(io.ComfyNode):
         if masks is not None:  # in place, chunk by chunk: no second copy of a long clip
             composite_into(result.permute(0, 3, 1, 2), batch, masks, float(feather), chunk)
         return io.NodeOutput(result)
-
-
-def _plan(device: torch.device, height: int, width: int, requested: int) -> tuple[int, StreamedFit | None]:
-    """How many images go through the device at once, or (when one whole image does not fit)
-    the band size of the streamed pass; MemoryBudgetError when not even that fits."""
-    where = host.memory_where(device)
-    free = host.free_memory(device, estimate_apply_peak(height, width, requested))
-    try:
-        chunk = apply_chunk_that_fits(height, width, requested, free, where=where)
-    except MemoryBudgetError:
-        shared = device.type == "cpu"
-        fit = streamed_band_that_fits(height, width, free, free if shared else host.free_host_memory(),
-                                      shared, where=where)
-        log.info("%s: a %dx%d image needs about %s of %s at once, %s is free; streaming "
-                 "it layer by layer in bands (about %s on the device, %s of RAM for the layers "
-                 "kept between passes); the result is the same", names.APPLY, width, height,
-                 format_bytes(estimate_apply_peak(height, width, 1)), where, format_bytes(free),
-                 format_bytes(fit.device_bytes), format_bytes(fit.host_bytes))
-        return 1, fit
-    if chunk < requested:
-        log.info("%s: %d images of %dx%d at a time instead of %d (memory)",
-                 names.APPLY, chunk, width, height, requested)
-    return chunk, None
-
-
-def _check(device: torch.device) -> None:
-    """Between two passes of a streamed image: Cancel, and the memory budget."""
-    host.check_interrupt()
-    host.check_memory_limit(device)

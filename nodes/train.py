@@ -18,7 +18,7 @@ import logging
 from torch import Tensor
 
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
-from ..comfy_splice.memory import (apply_chunk_that_fits, check_training_fits,
+from ..comfy_splice.memory import (check_training_fits,
                                    estimate_training_peak, scaled_size, vit_shape)
 from ..comfy_splice.regions import crop_to_mask
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
@@ -27,7 +27,7 @@ from . import host, stop, names
 from .api import CATEGORY, io
 from .autosave import Autosaver
 from .errors import check_choice, check_finite, readable_errors
-from .generators import check_generator, run_generator
+from .generators import check_generator, plan_apply, run_planned
 from .regions import mask_input
 from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
 
@@ -269,9 +269,9 @@ class SpliceTrainGenerator(io.ComfyNode):
         check_training_fits(size_a, size_b, vit, free, full_image,
                             where=host.memory_where(device), option="max_megapixels")
         full_hw = (int(a.shape[-2]), int(a.shape[-1]))
-        if size_a != full_hw:
-            # the result is G(structure) at full size: check that this pass fits as well
-            apply_chunk_that_fits(*full_hw, 1, free, where=host.memory_where(device))
+        # The result is G(structure) at full size: plan that pass too (streamed when a large
+        # photo trained with max_megapixels does not fit whole), so a refusal comes before training.
+        result_plan = plan_apply(device, *full_hw, 1, node=names.TRAIN) if size_a != full_hw else (1, None)
         progress = host.Progress(config.steps)
         log.info("Splice: training %d steps on %s with %s (structure %d x %dx%d, appearance %dx%d)",
                  config.steps, device, dino.label, a.shape[0], a.shape[-1], a.shape[-2], b.shape[-1],
@@ -300,7 +300,7 @@ class SpliceTrainGenerator(io.ComfyNode):
             if final is not None and final[0] == trained.steps_done and a.shape[0] == 1 and size_a == full_hw:
                 result = final[1]  # the core previews G(structure) after the last step
             else:
-                result = run_generator(trained.generator, a, device, batch_size=1)
+                result = run_planned(trained.generator, a, device, *result_plan)
         except TrainingDiverged as exc:
             host.release_frames(exc)
             raise ValueError(f"Training diverged: {exc}") from None

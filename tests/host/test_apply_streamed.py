@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak
-from test_nodes_execute import PACK_NAME, Comfy, _image, comfy, dino, losses, trained  # noqa: F401
+from test_nodes_execute import PACK_NAME, Comfy, _image, _train, comfy, dino, losses, trained  # noqa: F401
 
 HEIGHT, WIDTH = 200, 296  # not multiples of 32: padded and cropped in every band
 
@@ -38,7 +38,7 @@ def test_an_image_over_the_budget_is_streamed_with_the_same_result(
     original = progress.step
     progress.step = lambda self, done, total=None: (seen.append((done, total)), original(self, done, total))[1]
     try:
-        with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.apply"):
+        with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
             streamed = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
     finally:
         progress.step = original
@@ -60,6 +60,24 @@ def test_an_image_the_host_store_cannot_hold_is_refused_with_the_size_that_fits(
     fit_w, fit_h = (int(v) for v in message.split("an image of about ")[1].split(" ")[0].split("x"))
     out = comfy.run("SpliceApply", generator=trained[0], images=_image(fit_h, fit_w), batch_size=1)[0]
     assert out.shape == (1, fit_h, fit_w, 3)  # the size it names does run under the same budget
+
+
+def test_train_streams_its_full_resolution_result_when_it_does_not_fit_whole(
+        comfy: Comfy, losses: tuple[Any, Any], budget: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """max_megapixels trains small; the result at the structure image's full size then goes
+    through the same plan as Splice Output: streamed when it does not fit whole, not refused."""
+    height, width = 2 * HEIGHT, 2 * WIDTH
+    structure, appearance = _image(height, width, seed=3), _image(72, 56, seed=1)
+    budget(120)
+    assert estimate_apply_peak(height, width, 1) > 120 << 20  # the whole result does not fit
+    with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
+        generator, _, result = _train(comfy, losses, structure, appearance, steps=1, max_megapixels=0.005)
+    assert f"Train Generator (Splice): a {width}x{height} image needs about" in caplog.text
+    assert "streaming it layer by layer in bands" in caplog.text
+    budget(1 << 20)
+    plain = comfy.run("SpliceApply", generator=generator, images=structure, batch_size=1)[0]
+    assert result.shape == (1, height, width, 3)
+    assert float((result - plain).abs().max()) <= 1e-5
 
 
 def test_one_budget_variable_the_retired_one_is_named_in_the_log(
