@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 CHANNELS_DOWN = (16, 32, 64, 128, 128)
@@ -25,9 +26,17 @@ CHANNELS_SKIP = (4, 4, 4, 4, 4)
 MULTIPLE = 2 ** len(CHANNELS_DOWN)
 MIN_SIDE = 2 * MULTIPLE  # the deepest level must keep more than one pixel to normalise
 # Levels whose activations are recomputed in backward instead of kept (activation
-# checkpointing): all five (measured, fp32: 1431 bytes per pixel with grad without, ~800 with).
-# Recomputation is exact (every norm is per image, no randomness), so only time changes.
+# checkpointing, with the lean merge below): all five. Recomputation is exact (every norm is per
+# image, no randomness; bitwise, see _LeanMerge), so only time changes. Training memory per
+# pixel (TensorPeakTracker, fp32, the output's gradient included): 1420 bytes for the plain
+# network, ~800 with checkpoints per level, 426 with the lean merge.
 CHECKPOINTED_LEVELS = 5
+# The lean merge's per-channel steps (norms, activations, the merge input's norm) take groups of
+# channels: at least MERGE_GROUP, and enough that a group has GROUP_ELEMENTS values. Large images
+# get 4-channel groups (at level 0 as many bytes as the skip branch's output); small ones few
+# large groups, so the number of calls, which costs time on a GPU, stays small.
+MERGE_GROUP = 4
+GROUP_ELEMENTS = 1 << 22
 CHECKPOINTING = True  # False: keep every activation (for comparisons; same numbers, more memory)
 
 
@@ -45,6 +54,66 @@ def _upsample(x: Tensor) -> Tensor:
     return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
+def _instance_norm(norm: nn.InstanceNorm2d, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``norm`` on a group of its channels (``weight`` and ``bias`` are that group's): the call
+    the module makes, so each channel's values are the module's."""
+    return F.instance_norm(x, None, None, weight, bias, True, 0.1, norm.eps)
+
+
+def _autocast_on(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``: the lean merge calls ops below autocast in its
+    backward, so under autocast (never the case in training here) the plain path runs."""
+    try:
+        return bool(torch.is_autocast_enabled(device.type))
+    except TypeError:  # torch < 2.4 takes no device type
+        return bool(torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled())
+
+
+def _upsample_into(deep: Tensor, out: Tensor) -> None:
+    """``_upsample(deep)`` written into ``out``: the op and arguments F.interpolate calls, so the
+    values are the same bits, without a separate upsampled tensor."""
+    torch.ops.aten.upsample_bilinear2d.out(deep, list(out.shape[-2:]), False, 2.0, 2.0, out=out)
+
+
+def _upsample_backward(grad: Tensor, deep: Tensor) -> Tensor:
+    """The gradient of ``deep`` from that of ``_upsample(deep)`` (autograd's own call)."""
+    return torch.ops.aten.upsample_bilinear2d_backward(grad, list(grad.shape[-2:]),
+                                                       list(deep.shape), False, 2.0, 2.0)
+
+
+def _conv_backward(conv: nn.Conv2d, grad: Tensor, inputs: Tensor, weight: Tensor,
+                   mask: tuple[bool, bool, bool]) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients (input, weight, bias; those ``mask`` asks for) of ``conv`` with ``weight``:
+    the op autograd's own convolution backward calls."""
+    bias = [weight.shape[0]] if mask[2] else None
+    return torch.ops.aten.convolution_backward(grad, inputs, weight, bias, list(conv.stride),
+                                               list(conv.padding), list(conv.dilation), False,
+                                               [0, 0], conv.groups, list(mask))
+
+
+class _LeanMerge(torch.autograd.Function):
+    """A level's merge (and, at level 0, the head) keeping only its two inputs for backward.
+
+    The merge's insides at full resolution (the 36-channel concatenation, its normalisation,
+    two conv outputs, their norms) are what made the generator's training memory; backward
+    rebuilds them a few at a time (:meth:`_Level._merge_backward`).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, level: "_Level", head: nn.Conv2d | None, skip: Tensor, deep: Tensor,
+                *params: Tensor) -> Tensor:
+        # params are the level's own tensors, passed so that autograd routes their gradients
+        ctx.level, ctx.head = level, head
+        ctx.save_for_backward(skip, deep)
+        return level._merge_forward(skip, deep, head)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        skip, deep = ctx.saved_tensors
+        return (None, None, *ctx.level._merge_backward(skip, deep, ctx.head, grad_out))
+
+
 class _Level(nn.Module):
     """One U-Net level: skip branch, strided encoder, deeper levels, upsample, merge."""
 
@@ -60,33 +129,209 @@ class _Level(nn.Module):
         self.merge = nn.Sequential(_norm(skip + inner_out), *_conv_block(skip + inner_out, up, 3),
                                    *_conv_block(up, up, 1))
 
-    def _merge_first(self, skip: Tensor, deep: Tensor) -> Tensor:
-        """Upsample, concatenate, normalise and the 3x3 conv unit: one recomputed segment."""
-        return self.merge[:4](torch.cat((skip, _upsample(deep)), dim=1))
+    def forward(self, x: Tensor, head: nn.Conv2d | None = None) -> Tensor:
+        """The level's output; with ``head`` (level 0), the image sigmoid(head(output)).
 
-    def forward(self, x: Tensor) -> Tensor:
-        if CHECKPOINTING and self.level < CHECKPOINTED_LEVELS and torch.is_grad_enabled():
-            return self._forward_checkpointed(x)
+        The head is applied here so that the merge's lean backward covers it too: otherwise its
+        input, 16 channels at full resolution, would be held next to the merge's gradient.
+        """
+        if (CHECKPOINTING and self.level < CHECKPOINTED_LEVELS and torch.is_grad_enabled()
+                and not _autocast_on(x.device)):
+            return self._forward_checkpointed(x, head)
         deep = self.down(x)
         if self.inner is not None:
             deep = self.inner(deep)
         skip = self.skip(x)
         # the upsampled tensor lives only inside the concatenation (no second full-size copy)
-        return self.merge(torch.cat((skip, _upsample(deep)), dim=1))
+        out = self.merge(torch.cat((skip, _upsample(deep)), dim=1))
+        return out if head is None else torch.sigmoid(head(out))
 
-    def _forward_checkpointed(self, x: Tensor) -> Tensor:
-        """The same computation in segments whose insides are recomputed during backward.
-
-        Kept for backward per level: the level's input, the skip branch's output (4 channels),
-        the deeper level's output at half resolution and the two merge units' outputs.
-        """
+    def _forward_checkpointed(self, x: Tensor, head: nn.Conv2d | None) -> Tensor:
+        """The same computation, keeping for backward only the level's input (the skip and
+        encoder branches are recomputed from it), the skip branch's output and the deeper
+        level's output (the merge rebuilds its insides from those two: :class:`_LeanMerge`)."""
         skip = checkpoint(self.skip, x, use_reentrant=False, preserve_rng_state=False)
         deep = checkpoint(self.down, x, use_reentrant=False, preserve_rng_state=False)
         if self.inner is not None:
             deep = self.inner(deep)
-        merged = checkpoint(self._merge_first, skip, deep, use_reentrant=False,
-                            preserve_rng_state=False)
-        return checkpoint(self.merge[4:], merged, use_reentrant=False, preserve_rng_state=False)
+        return _LeanMerge.apply(self, head, skip, deep, *self._merge_params(head))
+
+    # The merge as units "conv -> post": post is per channel (norm and LeakyReLU, or the head's
+    # sigmoid), and the first conv's input is norm(cat(skip, upsample(deep))).
+
+    def _units(self, head: nn.Conv2d | None) -> list[tuple[nn.Conv2d, nn.InstanceNorm2d | None]]:
+        units: list[tuple[nn.Conv2d, nn.InstanceNorm2d | None]] = [
+            (self.merge[1], self.merge[2]), (self.merge[4], self.merge[5])]
+        return units + [(head, None)] if head is not None else units
+
+    def _merge_params(self, head: nn.Conv2d | None) -> list[Tensor]:
+        """The merge's (and the head's) parameters, in the order of their gradients in
+        :meth:`_merge_backward`."""
+        params = [self.merge[0].weight, self.merge[0].bias]
+        for conv, norm in self._units(head):
+            params += [conv.weight, conv.bias]
+            if norm is not None:
+                params += [norm.weight, norm.bias]
+        return params
+
+    def _post(self, pre: Tensor, norm: nn.InstanceNorm2d | None) -> Tensor:
+        """A unit's output from its conv's output: the plain merge's own calls."""
+        return torch.sigmoid(pre) if norm is None else self.merge[3](norm(pre))
+
+    @staticmethod
+    def _group(like: Tensor) -> int:
+        """Channels per group in the lean merge's per-channel steps on tensors shaped ``like``."""
+        per_channel = like.shape[0] * like.shape[-2] * like.shape[-1]
+        return max(MERGE_GROUP, -(-GROUP_ELEMENTS // per_channel))
+
+    def _input_groups(self, skip: Tensor, deep: Tensor) -> list[tuple[int, int]]:
+        """Channel ranges of the merge's input: the skip branch, then the upsampled part."""
+        cs, total, step = skip.shape[1], skip.shape[1] + deep.shape[1], self._group(skip)
+        return [(0, cs)] + [(lo, min(total, lo + step)) for lo in range(cs, total, step)]
+
+    def _merge_input(self, skip: Tensor, deep: Tensor) -> Tensor:
+        """norm(cat(skip, upsample(deep))) in one buffer: the upsampling is written into it and
+        normalised in place a group of channels at a time (the norm is per channel, so each
+        group's values are the whole tensor's), so no separate upsampled or concatenated copy
+        exists at full resolution."""
+        norm, cs = self.merge[0], skip.shape[1]
+        out = skip.new_empty((skip.shape[0], cs + deep.shape[1], *skip.shape[2:]))
+        _upsample_into(deep, out[:, cs:])
+        for lo, hi in self._input_groups(skip, deep):
+            part = skip if lo == 0 else out[:, lo:hi]
+            out[:, lo:hi] = _instance_norm(norm, part, norm.weight[lo:hi], norm.bias[lo:hi])
+        return out
+
+    def _merge_forward(self, skip: Tensor, deep: Tensor, head: nn.Conv2d | None) -> Tensor:
+        """The merge (and head) without grad, freeing every tensor as soon as it is used."""
+        out = self._merge_input(skip, deep)
+        for conv, norm in self._units(head):
+            pre = conv(out)
+            del out
+            out = self._post(pre, norm)
+            del pre
+        return out
+
+    def _merge_backward(self, skip: Tensor, deep: Tensor, head: nn.Conv2d | None,
+                        grad_out: Tensor) -> list[Tensor]:
+        """Gradients of skip, deep and :meth:`_merge_params`, rebuilt from skip and deep.
+
+        Every value comes from the op autograd calls on the plain merge, with the same inputs,
+        so the gradients are the plain network's bit for bit (``tests/core/test_memory.py``).
+        The order is what saves memory: the units' conv outputs (the norms' inputs) are
+        recomputed once and kept; a unit's input is rebuilt from the previous conv output only
+        for its weight gradient; per-channel steps go a group of channels at a time and write
+        over gradient buffers they no longer need. The most held at the level's resolution is
+        in the first conv's backward: its input's gradient and the rebuilt upsampled deeper
+        output, 68 channels at level 0 (272 bytes per pixel, against 672 before).
+        """
+        units = self._units(head)
+        grads: dict[int, Tensor] = {}
+        with torch.no_grad():
+            out: Tensor | None = self._merge_input(skip, deep)
+            pres: list[Tensor | None] = []
+            for index, (conv, norm) in enumerate(units):
+                pres.append(conv(out))
+                out = self._post(pres[-1], norm) if index + 1 < len(units) else None
+        grad = grad_out  # d loss / d (output of unit k)
+        for k in range(len(units) - 1, -1, -1):
+            conv, norm = units[k]
+            pre, pres[k] = pres[k], None
+            assert pre is not None
+            # d loss / d (conv output): in place where the gradient is this function's own
+            grad_pre = torch.empty_like(pre) if grad is grad_out else grad
+            self._post_backward(pre, norm, grad, grad_pre, grads)
+            del pre, grad
+            if k == 0:
+                box = [grad_pre]
+                del grad_pre
+                grad_skip, grad_deep = self._first_conv_backward(skip, deep, box, grads)
+                break
+            prev = pres[k - 1]
+            assert prev is not None
+            with torch.no_grad():
+                rebuilt = self._post(prev, units[k - 1][1])  # the conv's input, as in forward
+            _, grads[id(conv.weight)], grads[id(conv.bias)] = _conv_backward(
+                conv, grad_pre, rebuilt, conv.weight, (False, True, True))
+            del rebuilt
+            # the input's gradient never reads the input's values: prev stands in for its shape
+            grad = _conv_backward(conv, grad_pre, prev, conv.weight, (True, False, False))[0]
+            del prev, grad_pre
+        return [grad_skip, grad_deep, *(grads[id(p)] for p in self._merge_params(head))]
+
+    def _post_backward(self, pre: Tensor, norm: nn.InstanceNorm2d | None, grad: Tensor,
+                       into: Tensor, grads: dict[int, Tensor]) -> None:
+        """``into`` = d loss / d pre from ``grad`` = d loss / d post(pre), a group of channels at
+        a time (``into`` may be ``grad``: each group is read before it is written); the norm's
+        parameter gradients go to ``grads``."""
+        channels = pre.shape[1]
+        step = channels if norm is None else self._group(pre)
+        if norm is not None:
+            grads[id(norm.weight)] = torch.empty_like(norm.weight)
+            grads[id(norm.bias)] = torch.empty_like(norm.bias)
+        for lo in range(0, channels, step):
+            hi = min(channels, lo + step)
+            with torch.enable_grad():
+                leaf = pre[:, lo:hi].detach().requires_grad_()
+                if norm is None:
+                    leaves: tuple[Tensor, ...] = (leaf,)
+                    out = torch.sigmoid(leaf)
+                else:
+                    leaves = (leaf, norm.weight[lo:hi].detach().requires_grad_(),
+                              norm.bias[lo:hi].detach().requires_grad_())
+                    out = self.merge[3](_instance_norm(norm, leaf, leaves[1], leaves[2]))
+                got = torch.autograd.grad(out, leaves, grad[:, lo:hi])
+            del out
+            into[:, lo:hi] = got[0]
+            if norm is not None:
+                grads[id(norm.weight)][lo:hi] = got[1]
+                grads[id(norm.bias)][lo:hi] = got[2]
+            del got
+
+    def _first_conv_backward(self, skip: Tensor, deep: Tensor, box: list[Tensor],
+                             grads: dict[int, Tensor]) -> tuple[Tensor, Tensor]:
+        """Backward of norm(cat(skip, upsample(deep))) -> 3x3 conv; returns the gradients of
+        skip and deep. ``box`` holds the conv output's gradient, handed over so that it can be
+        freed here as soon as it is used.
+
+        The conv's gradients come from whole-tensor calls (their grouped forms are not the same
+        bits for every shape); the norm's backward goes a group of channels at a time and
+        writes the concatenation's gradient over the norm output's, in place.
+        """
+        norm, conv, cs = self.merge[0], self.merge[1], skip.shape[1]
+        grad_pre = box.pop()
+        with torch.no_grad():
+            normed = self._merge_input(skip, deep)
+        _, grads[id(conv.weight)], grads[id(conv.bias)] = _conv_backward(
+            conv, grad_pre, normed, conv.weight, (False, True, True))
+        shape = normed.shape
+        del normed
+        # The input's gradient never reads the input's values: a broadcast scalar stands in for
+        # it, as in torch.nn.grad.conv2d_input. (cuDNN takes it as it is; oneDNN on the CPU
+        # copies it to a dense tensor inside the call, which the transposed conv would avoid,
+        # but that is not the same bits for every shape.)
+        stand_in = grad_pre.new_zeros(()).expand(shape)
+        grad = _conv_backward(conv, grad_pre, stand_in, conv.weight, (True, False, False))[0]
+        del grad_pre, stand_in
+        grads[id(norm.weight)] = torch.empty_like(norm.weight)
+        grads[id(norm.bias)] = torch.empty_like(norm.bias)
+        with torch.no_grad():
+            upsampled = _upsample(deep)  # the norm's input, rebuilt
+        for lo, hi in self._input_groups(skip, deep):
+            source = skip if lo == 0 else upsampled[:, lo - cs: hi - cs]
+            with torch.enable_grad():
+                leaves = (source.detach().requires_grad_(),
+                          norm.weight[lo:hi].detach().requires_grad_(),
+                          norm.bias[lo:hi].detach().requires_grad_())
+                normed = _instance_norm(norm, leaves[0], leaves[1], leaves[2])
+            got = torch.autograd.grad(normed, leaves, grad[:, lo:hi])
+            del normed
+            grad[:, lo:hi] = got[0]
+            grads[id(norm.weight)][lo:hi] = got[1]
+            grads[id(norm.bias)][lo:hi] = got[2]
+            del got
+        del upsampled, source, leaves  # the views keep the upsampled storage alive
+        return grad[:, :cs].clone(), _upsample_backward(grad[:, cs:], deep)
 
 
 class SpliceGenerator(nn.Module):
@@ -102,7 +347,7 @@ class SpliceGenerator(nn.Module):
         self.head = nn.Conv2d(CHANNELS_UP[0], 3, 1)
 
     def _run(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.head(self.body(x)))
+        return self.body(x, self.head)  # sigmoid(head(body(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]

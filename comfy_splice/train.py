@@ -332,6 +332,9 @@ class SpliceTrainer:
         a_crop = self.augmenter.structure(self.keyframe(self.keyframe_for_step(step)))
         b_crop = self.augmenter.appearance(self.appearance_image)
         terms = self.loss_terms(a_crop, b_crop, warm=warm, full=full)
+        # The crops are views of full-size augmented copies; the generator keeps its own
+        # (padded) input for backward, so letting go here frees those copies before backward.
+        del a_crop, b_crop
         weights = self.term_weights()
         total = sum(weights[name] * value for name, value in terms.items())
 
@@ -369,6 +372,12 @@ class SpliceTrainer:
 
         x = self.generator(a_crop)
         generated = [x] + ([self.generator(b_crop)] if use_id else [])
+        # The whole image's generator pass comes before the ViT sees the crops. Backward runs
+        # nodes newest first, so the crops' ViT backward now ends before any generator backward
+        # and its saved activations are gone when the largest one (the whole image) runs; the
+        # generators' gradients still add up in the same order (whole image, B', A').
+        index = self.full_keyframe_for_step(self.step_index)
+        whole = self.generator(self.keyframe(index)) if full else None
         outs = self._features(generated)
         f_x = outs[0]
 
@@ -377,10 +386,9 @@ class SpliceTrainer:
         struct = c.structure(f_x[l_struct], t_a[l_struct]) if t_a is not None else zero
         ident = c.identity(outs[1][l_id], t_b[l_id]) if use_id else zero
         full_struct = full_app = zero
-        if full:
-            index = self.full_keyframe_for_step(self.step_index)
+        if whole is not None:
             target_keys = self._full_structure_target(index)
-            f_full = self._features([self.generator(self.keyframe(index))])[0]
+            f_full = self._features([whole])[0]
             if c.full_structure_weight != 0:
                 full_struct = self_similarity_mse(f_full[l_struct].keys, target_keys)
             if c.full_appearance_weight != 0:
