@@ -33,6 +33,7 @@ Progress goes to stderr; stdout carries only the printed path, so callers can ca
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import fcntl
 import hashlib
@@ -50,11 +51,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def node_display_names() -> dict[str, str]:
-    """The nodes' display names from nodes/names.py (their one definition), read as a plain file:
-    the ``nodes`` package itself needs ComfyUI, this script runs before it exists."""
-    names: dict[str, object] = {}
-    exec(compile((REPO_ROOT / "nodes" / "names.py").read_text(), "nodes/names.py", "exec"), names)
-    return {key: value for key, value in names.items() if key.isupper() and isinstance(value, str)}
+    """The nodes' display names from nodes/names.py (their one definition), read as plain
+    assignments without running the file: the ``nodes`` package itself needs ComfyUI, and this
+    script runs before ComfyUI exists."""
+    tree = ast.parse((REPO_ROOT / "nodes" / "names.py").read_text())
+    return {node.targets[0].id: node.value.value for node in tree.body
+            if isinstance(node, ast.Assign) and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name) and node.targets[0].id.isupper()
+            and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+
+
 TEST_REQUIREMENTS = REPO_ROOT / "tests" / "requirements.txt"
 PACK_REQUIREMENTS = REPO_ROOT / "requirements.txt"
 
