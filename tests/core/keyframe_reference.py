@@ -7,12 +7,20 @@ keyframe still trains bit for bit as before. Regenerate it only when a change is
 alter the training's numbers (a loss or augmentation fix), and say so in the commit:
 
     python -m tests.core.keyframe_reference      # from the repository root, in the test venv
+
+The run happens in a child process whose CPU kernels are capped at AVX2 (:data:`PORTABLE_ENV`):
+torch's own kernels, oneDNN and MKL otherwise pick AVX-512 code where the CPU has it, which
+rounds differently, so the bits would depend on the machine that runs the tests (they did: the
+fixture, written on a machine whose kernels ran AVX2 code, failed on one with AVX-512). With the
+cap, every x86-64 CPU with AVX2 computes the same bits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,10 @@ from comfy_splice.train import TrainConfig, train_generator
 from .conftest import synthetic_image
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "one_keyframe_reference.json"
+ROOT = Path(__file__).resolve().parents[2]
+# Read when torch and its libraries load, so they are set for a child process.
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+                "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
 
 
 def reference_config() -> TrainConfig:
@@ -58,11 +70,28 @@ def run_reference(weights_dir: Path, structure: torch.Tensor | None = None) -> d
             "weights_sha256": weights_digest(trained.generator)}
 
 
-def main() -> int:
+def run_portable(weights_dir: Path, repeat: int = 1) -> dict[str, Any]:
+    """:func:`run_reference` in a child process with PORTABLE_ENV (the structure image
+    ``repeat`` times as keyframes), so the numbers do not depend on this CPU's instruction set."""
+    env = {**os.environ, **PORTABLE_ENV, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "tests.core.keyframe_reference", "--print",
+                           str(weights_dir), str(repeat)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the reference run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--print"]:  # the child of run_portable
+        weights_dir, repeat = Path(argv[1]), int(argv[2])
+        structure = synthetic_image(72, 96, seed=1).repeat(repeat, 1, 1, 1) if repeat > 1 else None
+        sys.stdout.write(json.dumps(run_reference(weights_dir, structure)) + "\n")
+        return 0
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        result = run_reference(Path(tmp))
+        result = run_portable(Path(tmp))
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     FIXTURE.write_text(json.dumps(result, indent=1) + "\n")
     sys.stdout.write(f"wrote {FIXTURE}\n")
@@ -70,4 +99,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

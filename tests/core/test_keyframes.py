@@ -18,7 +18,7 @@ import torch
 from comfy_splice.train import SpliceTrainer, TrainConfig, stack_keyframes, train_generator
 
 from .conftest import synthetic_image
-from .keyframe_reference import FIXTURE, run_reference
+from .keyframe_reference import FIXTURE, run_portable
 
 DINO_SQUARE = (224, 224)  # what every square crop becomes before DINO
 
@@ -29,7 +29,7 @@ def _keyframes(count: int, height: int = 72, width: int = 96) -> torch.Tensor:
 
 def test_one_keyframe_trains_bit_for_bit_as_before(tmp_path: Path) -> None:
     expected = json.loads(FIXTURE.read_text())
-    got = run_reference(tmp_path)
+    got = run_portable(tmp_path)
     assert got["history"] == expected["history"], (
         f"a single structure image no longer trains as the code before keyframes did (fixture "
         f"written with torch {expected['torch']}, running {got['torch']}); see {FIXTURE.name}")
@@ -39,8 +39,7 @@ def test_one_keyframe_trains_bit_for_bit_as_before(tmp_path: Path) -> None:
 def test_a_repeated_keyframe_trains_exactly_like_one(tmp_path: Path) -> None:
     """The keyframe path itself adds no numerical change: [A, A] gives the run of [A]."""
     expected = json.loads(FIXTURE.read_text())
-    twice = synthetic_image(72, 96, seed=1).repeat(2, 1, 1, 1)
-    got = run_reference(tmp_path, structure=twice)
+    got = run_portable(tmp_path, repeat=2)
     assert got["history"] == expected["history"]
     assert got["weights_sha256"] == expected["weights_sha256"]
 
