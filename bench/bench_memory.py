@@ -1,8 +1,12 @@
 """Peak memory of a Splice training step: tensors (device-independent) and the process's RSS.
 
 For each size this runs, in its own child process (so ru_maxrss is that configuration's own),
-SpliceTrainer.step() on a random-init DINO backbone: step 0 (a full-image step: G runs on the
-whole structure image too) and then regular steps, and prints per kind of step:
+SpliceTrainer.step() on a random-init DINO backbone, with full-image steps every second step so
+that every kind of step comes early: step 0 (appearance only, plus G on the whole structure
+image), step 1 (a regular step: every crop term) and step 2 (a full-image step with every term
+on, which is what steps 75, 150, ... of a real run do), and so
+on for ``--regular-steps`` pairs of a regular and a full-image step. It prints per kind of step
+(the largest peak of that kind):
 
 * tensors: the peak of live plus saved tensor bytes, measured by
   comfy_splice.memory.TensorPeakTracker (a TorchDispatchMode that sees every tensor an op
@@ -51,7 +55,8 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sizes", nargs="+", default=["512x512", "1920x1080", "4032x3024"],
                         help="WIDTHxHEIGHT of both images of the pair")
     parser.add_argument("--regular-steps", type=int, default=1,
-                        help="regular steps measured after step 0 (the full-image step)")
+                        help="pairs of a regular step and a full-image step with every term on "
+                             "measured after step 0")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--apply", action="store_true",
                         help="measure Splice Output (plain against streamed) instead of training")
@@ -80,9 +85,10 @@ def _measure(model: str, size: str, regular_steps: int) -> dict[str, float]:
     appearance = torch.rand(1, 3, height, width, generator=gen)
     backbone = build_backbone(model, device="cpu")
     rss_before = _common.current_rss_mib()
-    trainer = SpliceTrainer(backbone, structure, appearance, TrainConfig(), "cpu")
+    # full-image steps every second step: 0 (cold), 2 (every term on), 4, ...; the others regular
+    trainer = SpliceTrainer(backbone, structure, appearance, TrainConfig(full_image_every=2), "cpu")
     result: dict[str, float] = {"rss_model_mib": rss_before}
-    for kind in ["full"] + ["regular"] * regular_steps:
+    for kind in ["step0"] + ["regular", "full"] * max(1, regular_steps):
         tracker = TensorPeakTracker()
         tracker.add(list(trainer.backbone.parameters()) + list(trainer.generator.parameters()))
         tracker.add([trainer.structure_image, trainer.appearance_image])
@@ -212,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     print(_common.machine_line())
     print(f"model {args.model}, fp32, CPU; tensors = peak live + saved tensor bytes "
           f"(TensorPeakTracker); RSS = peak resident memory of the process")
-    header = ("pair", "full-image step", "regular step", "estimate (full / regular)", "peak RSS")
+    header = ("pair", "step 0", "full-image step", "regular step", "estimate (full / regular)",
+              "peak RSS")
     print(" | ".join(header))
     for size in args.sizes:
         cmd = [sys.executable, "-m", "bench.bench_memory", "--model", args.model, "--one", size,
@@ -225,7 +232,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{size} | failed (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
             continue
         r = json.loads(lines[-1][len(_RESULT_PREFIX):])
-        print(f"{size} | {r['tensors_full_mib'] / 1024:.2f} GiB | "
+        print(f"{size} | {r['tensors_step0_mib'] / 1024:.2f} GiB | "
+              f"{r['tensors_full_mib'] / 1024:.2f} GiB | "
               f"{r['tensors_regular_mib'] / 1024:.2f} GiB | "
               f"{r['estimate_mib'] / 1024:.2f} / {r['estimate_regular_mib'] / 1024:.2f} GiB | "
               f"{r['rss_peak_mib'] / 1024:.2f} GiB", flush=True)
