@@ -9,7 +9,9 @@ Three parts, all independent of ComfyUI:
   bands; :func:`streamed_band_that_fits` picks the band for what is free or names the image size
   that would fit. The coefficients were fitted to :class:`TensorPeakTracker` measurements
   (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py`` checks that the
-  estimate stays above the measured peak and not absurdly so.
+  estimate stays above the measured peak and not absurdly so. On the CPU the process grows by
+  more than its tensors; every estimate takes an ``overhead`` factor for that
+  (:func:`overhead_for`, :data:`CPU_RESIDENT_OVERHEAD`).
 * :class:`TensorPeakTracker`: a device-independent measurement. It watches every tensor an op
   creates (a ``TorchDispatchMode``, so autograd's saved tensors and the backward pass are seen
   too), keeps a weak reference to each distinct storage, and records the largest sum of live
@@ -42,17 +44,35 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 # Bytes per pixel of the generator, measured with TensorPeakTracker (fp32) and rounded up.
-# Training: one G(image) with grad at a time (segment checkpointing, see generator.py), plus
-# the three outputs and their gradients kept between the ViT's backward and the generator's.
-GEN_TRAIN_BYTES_PER_PIXEL = 880
+# Training: one G(image) with grad at a time (every level checkpointed and the lean merge, see
+# generator.py; 426 measured, the output and its gradient included).
+GEN_TRAIN_BYTES_PER_PIXEL = 460
 # Every generated image keeps its output and the gradient of the output (3 channels each) plus
 # the augmented input until the step ends.
 GEN_KEPT_BYTES_PER_PIXEL = 48
 # A no-grad generator pass (Splice Output), per pixel of one image.
 GEN_APPLY_BYTES_PER_PIXEL = 420
-# The ViT: weights and Adam-free frozen copy, activations for backward per token per width.
-VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK = 10
+# The ViT: activations saved for backward, per token per width per block, in floats (~10
+# measured for ViT-B/8 on 224 x 224 crops).
+VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK = 12
 FIXED_OVERHEAD = 32 * MIB
+# On the CPU the process's resident memory grows by more than the tensors it holds: glibc keeps
+# freed blocks below its dynamic mmap threshold (at most 32 MB, the size of the generator's
+# per-channel-group tensors from ~720p to ~12 MP) in its heap, where crops of a new size each
+# step cannot always reuse them, and oneDNN's convolutions work on reordered copies that are no
+# tensors. Measured peak-RSS growth over the tensor estimate, fp32: up to 2.27x where the
+# generator is nearly all of it (1280x720, a tiny ViT, 3-24 steps; it levels off), 1.61x for
+# ViT-B/8 at 1920x1080, 1.31x at 4032x3024 (1.39x for the whole prompt in a real ComfyUI
+# server: there most blocks are over 32 MB and go back to the system when freed), 0.9x at
+# 512 px; Splice Output 1.36x plain and 1.53x streamed at 4032x3024. Forcing large blocks out of
+# the heap (M_MMAP_THRESHOLD) would cost 45% more CPU time, so the estimate carries it instead.
+CPU_RESIDENT_OVERHEAD = 2.5
+
+
+def overhead_for(device: torch.device | str) -> float:
+    """Bytes of memory per byte of tensors on ``device``: 1 on an accelerator (its allocator
+    provides exactly the tensors, plus rounding), CPU_RESIDENT_OVERHEAD on the CPU."""
+    return CPU_RESIDENT_OVERHEAD if torch.device(device).type == "cpu" else 1.0
 
 
 @dataclass(frozen=True)
@@ -83,37 +103,50 @@ def _dino_tokens(height: int, width: int, patch: int, short_side: int = 224,
 
 
 def estimate_training_peak(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
-                           vit: ViTShape, full_image: bool = True) -> int:
-    """Upper bound of the bytes of tensors a training step needs at these image sizes (fp32).
+                           vit: ViTShape, full_image: bool = True, keyframes: int = 1,
+                           overhead: float = 1.0) -> int:
+    """Upper bound of the bytes of tensors a training step needs at these image sizes (fp32),
+    times ``overhead`` (:func:`overhead_for` the training device).
 
     ``full_image``: whether the run has full-image steps (every ``full_image_every`` steps G
     runs on the whole structure image too). Crops are at most the image's height squared.
+    ``keyframes``: how many structure images of ``structure_hw`` the run holds (each with its
+    whole-image keys target when ``full_image``).
+
+    A step has two peaks that never overlap, so the larger one counts, on top of what lives for
+    the whole step (images, weights, what each generated image keeps): the ViT's, while its
+    saved activations and the self-similarities exist, and the generator's backward, which
+    SpliceTrainer orders after every ViT backward (the ViT's activations are gone by then) and
+    which rebuilds one image's activations at a time. Checked against the measured peaks in
+    ``tests/core/test_memory.py`` (``bench/bench_memory.py``'s figures, up to 12 MP).
     """
     (sh, sw), (ah, aw) = structure_hw, appearance_hw
     crop_a = min(sh, sw) ** 2
     crop_b = min(ah, aw) ** 2
     largest = max(crop_a, crop_b, sh * sw if full_image else 0)
-    kept = crop_a + crop_b + (sh * sw if full_image else 0)
-    # images themselves (structure, appearance, their augmented copies)
-    images = 12 * (2 * sh * sw + 2 * ah * aw)
-    generator = GEN_TRAIN_BYTES_PER_PIXEL * largest + GEN_KEPT_BYTES_PER_PIXEL * kept
-    tokens = _dino_tokens(sh, sw, vit.patch_size) if full_image else 0
-    tokens = max(tokens, _dino_tokens(224, 224, vit.patch_size))
-    # two images with grad per regular step, one more on the full-image step, and the T x T
-    # self-similarity matrices with their gradients
-    images_with_grad = 3 if full_image else 2
-    vit_saved = (4 * VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK * vit.depth * vit.embed_dim
-                 * tokens * images_with_grad)
-    ssim = 4 * 6 * tokens * tokens * images_with_grad
+    kept = GEN_KEPT_BYTES_PER_PIXEL * (crop_a + crop_b + (sh * sw if full_image else 0))
+    # images themselves (the keyframes, the appearance image, their augmented copies)
+    keyframes = max(1, keyframes)
+    images = 12 * ((keyframes + 1) * sh * sw + 2 * ah * aw)
+    # The ViT sees the two crops with grad (A' through G, B' through G) at 224 x 224, and on a
+    # full-image step the whole structure image at its own DINO size; each keeps its saved
+    # activations and its T x T self-similarity with the gradient until its backward.
+    crop_tokens = _dino_tokens(224, 224, vit.patch_size)
+    tokens = [crop_tokens, crop_tokens] + ([_dino_tokens(sh, sw, vit.patch_size)] if full_image else [])
+    vit_phase = sum(4 * VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK * vit.depth * vit.embed_dim * t
+                    + 4 * 6 * t * t for t in tokens)
+    targets = 4 * keyframes * tokens[-1] * vit.embed_dim if full_image else 0
+    generator_phase = GEN_TRAIN_BYTES_PER_PIXEL * largest
     weights = 4 * vit.params + 4 * 4 * 1_100_000  # ViT, generator + grads + Adam's two moments
-    return int(images + generator + vit_saved + ssim + weights + FIXED_OVERHEAD)
+    tensors = images + targets + kept + max(vit_phase, generator_phase) + weights + FIXED_OVERHEAD
+    return int(tensors * overhead)
 
 
-def estimate_apply_peak(height: int, width: int, batch: int = 1) -> int:
+def estimate_apply_peak(height: int, width: int, batch: int = 1, overhead: float = 1.0) -> int:
     """Upper bound of the bytes of tensors one no-grad generator pass over ``batch`` images needs
-    (the input and output of the whole chunk included)."""
+    (the input and output of the whole chunk included), times ``overhead``."""
     pixels = height * width
-    return int(batch * pixels * (GEN_APPLY_BYTES_PER_PIXEL + 24) + FIXED_OVERHEAD)
+    return int((batch * pixels * (GEN_APPLY_BYTES_PER_PIXEL + 24) + FIXED_OVERHEAD) * overhead)
 
 
 def estimate_streamed_peak(height: int, width: int,
@@ -144,29 +177,31 @@ class StreamedFit:
 
 
 def streamed_band_that_fits(height: int, width: int, device_free: int, host_free: int,
-                            shared: bool, where: str = "memory") -> StreamedFit:
+                            shared: bool, where: str = "memory", overhead: float = 1.0) -> StreamedFit:
     """The band size for a streamed pass over one image with ``device_free`` bytes free on the
     device and ``host_free`` in RAM (``shared``: the device is the CPU, so both come out of the
-    same RAM), counting the image's output (float32, 12 bytes per pixel) as host memory too.
+    same RAM, each byte of tensors costing ``overhead`` bytes of it), counting the image's output
+    (float32, 12 bytes per pixel) as host memory too.
 
     Raises MemoryBudgetError naming the largest image of the same aspect ratio that would fit
     when even one-row bands do not.
     """
-    need = _streamed_need(height, width, device_free, host_free, shared)
+    factor = overhead if shared else 1.0
+    need = _streamed_need(height, width, device_free, host_free, shared, factor)
     if need is not None:
         return need
     low, high = 0.0, 1.0
     for _ in range(24):
         mid = (low + high) / 2
         h, w = max(1, int(height * mid)), max(1, int(width * mid))
-        if _streamed_need(h, w, device_free, host_free, shared) is not None:
+        if _streamed_need(h, w, device_free, host_free, shared, factor) is not None:
             low = mid
         else:
             high = mid
     smallest = streaming.plan(height, width, 0)
-    host_need = smallest.host_bytes + 12 * height * width
+    host_need = int((smallest.host_bytes + 12 * height * width) * factor)
     if shared:
-        streamed = f"{format_bytes(host_need + smallest.device_bytes)} of {where}"
+        streamed = f"{format_bytes(host_need + smallest.device_bytes * factor)} of {where}"
         available = f"{format_bytes(host_free)}"
     else:
         streamed = f"{format_bytes(host_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
@@ -177,20 +212,21 @@ def streamed_band_that_fits(height: int, width: int, device_free: int, host_free
               if fit_h >= 1 and fit_w >= 1 else "free memory (close other programs or models)")
     raise MemoryBudgetError(
         f"Applying the generator to a {width}x{height} image needs about "
-        f"{format_bytes(estimate_apply_peak(height, width, 1))} of {where} at once, and even "
+        f"{format_bytes(estimate_apply_peak(height, width, 1, factor))} of {where} at once, and even "
         f"streamed in bands (a few rows at a time on the device) {streamed}, but only "
         f"{available} is free: {advice}.")
 
 
 def _streamed_need(height: int, width: int, device_free: int, host_free: int,
-                   shared: bool) -> StreamedFit | None:
-    """The largest useful band that fits, or None when even one-row bands do not."""
+                   shared: bool, factor: float = 1.0) -> StreamedFit | None:
+    """The largest useful band that fits, or None when even one-row bands do not (``factor``:
+    bytes of RAM per byte of tensors, shared device only)."""
     smallest = streaming.plan(height, width, 0)
     output = 12 * height * width
-    host = smallest.host_bytes + output
+    host = int((smallest.host_bytes + output) * factor)
     if host > host_free:
         return None
-    room = (host_free - host if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
+    room = int((host_free - host) / factor if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
     if room < smallest.band_bytes:
         return None
     chosen = streaming.plan(height, width, min(room, streaming.DEFAULT_BAND_BYTES))
@@ -199,17 +235,21 @@ def _streamed_need(height: int, width: int, device_free: int, host_free: int,
 
 def megapixels_that_fit(budget: int, structure_hw: tuple[int, int],
                         appearance_hw: tuple[int, int], vit: ViTShape,
-                        full_image: bool = True) -> float:
+                        full_image: bool = True, keyframes: int = 1,
+                        overhead: float = 1.0) -> float:
     """The largest ``max_megapixels`` whose training estimate fits in ``budget`` bytes (0 if even
     a tiny image does not fit)."""
+    def need(megapixels: float) -> int:
+        return estimate_training_peak(*_scaled_pair(structure_hw, appearance_hw, megapixels), vit,
+                                      full_image, keyframes, overhead)
+
     low, high = 0.01, max(0.01, structure_hw[0] * structure_hw[1] / 1e6,
                           appearance_hw[0] * appearance_hw[1] / 1e6)
-    if estimate_training_peak(*_scaled_pair(structure_hw, appearance_hw, low), vit, full_image) > budget:
+    if need(low) > budget:
         return 0.0
     for _ in range(40):
         mid = (low + high) / 2
-        if estimate_training_peak(*_scaled_pair(structure_hw, appearance_hw, mid), vit,
-                                  full_image) <= budget:
+        if need(mid) <= budget:
             low = mid
         else:
             high = mid
@@ -241,40 +281,45 @@ class MemoryBudgetError(ValueError):
 
 def check_training_fits(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
                         vit: ViTShape, free: int, full_image: bool = True,
-                        where: str = "memory", option: str = "max_megapixels") -> int:
+                        where: str = "memory", option: str = "max_megapixels",
+                        keyframes: int = 1, overhead: float = 1.0) -> int:
     """Raise MemoryBudgetError (before anything large is allocated) if a training run at these
-    sizes would not fit in ``free`` bytes; return the estimate otherwise."""
-    need = estimate_training_peak(structure_hw, appearance_hw, vit, full_image)
+    sizes (``keyframes`` structure images of ``structure_hw``) would not fit in ``free`` bytes;
+    return the estimate otherwise (``overhead``: see :func:`overhead_for`)."""
+    need = estimate_training_peak(structure_hw, appearance_hw, vit, full_image, keyframes, overhead)
     if need <= free:
         return need
-    fits = megapixels_that_fit(free, structure_hw, appearance_hw, vit, full_image)
+    fits = megapixels_that_fit(free, structure_hw, appearance_hw, vit, full_image, keyframes, overhead)
     (sh, sw), (ah, aw) = structure_hw, appearance_hw
     if fits <= 0:
         advice = "Even a small image does not fit: free memory (close other programs or models)."
     else:
         th, tw = scaled_size(sh, sw, fits)
+        fewer = ", use fewer keyframes" if keyframes > 1 else ""
         advice = (f"Set {option} to {fits:g} or less (the structure image would train at "
-                  f"{tw}x{th}; the result is still written at {sw}x{sh}), or free memory.")
+                  f"{tw}x{th}; the result is still written at {sw}x{sh}){fewer}, or free memory.")
+    structure = (f"{keyframes} {sw}x{sh} structure keyframes" if keyframes > 1
+                 else f"a {sw}x{sh} structure image")
     raise MemoryBudgetError(
-        f"Training on a {sw}x{sh} structure image and a {aw}x{ah} appearance image needs about "
+        f"Training on {structure} and a {aw}x{ah} appearance image needs about "
         f"{format_bytes(need)} of {where}, but only {format_bytes(free)} is free. {advice}")
 
 
 def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
-                          where: str = "memory") -> int:
+                          where: str = "memory", overhead: float = 1.0) -> int:
     """The largest batch size <= ``requested`` whose generator pass fits in ``free`` bytes, or
     MemoryBudgetError naming the largest image size that would fit when one image does not."""
     for batch in range(max(1, requested), 0, -1):
-        if estimate_apply_peak(height, width, batch) <= free:
+        if estimate_apply_peak(height, width, batch, overhead) <= free:
             return batch
-    pixels = max(0, (free - FIXED_OVERHEAD) // (GEN_APPLY_BYTES_PER_PIXEL + 24))
+    pixels = max(0, int(free / overhead - FIXED_OVERHEAD) // (GEN_APPLY_BYTES_PER_PIXEL + 24))
     scale = math.sqrt(pixels / (height * width)) if pixels else 0.0
     fit = (f"an image of about {int(width * scale)}x{int(height * scale)} would fit; downscale the "
            f"images (e.g. 'Upscale Image By' with a scale of {math.floor(scale * 100) / 100:g}) "
            f"or free memory" if scale > 0 else "free memory (close other programs or models)")
     raise MemoryBudgetError(
         f"Applying the generator to a {width}x{height} image needs about "
-        f"{format_bytes(estimate_apply_peak(height, width, 1))} of {where}, but only "
+        f"{format_bytes(estimate_apply_peak(height, width, 1, overhead))} of {where}, but only "
         f"{format_bytes(free)} is free: {fit}.")
 
 

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from ..comfy_splice.generator import SpliceGenerator, apply_generator
 from ..comfy_splice.memory import (MemoryBudgetError, StreamedFit, apply_chunk_that_fits,
-                                   estimate_apply_peak, format_bytes, streamed_band_that_fits)
+                                   estimate_apply_peak, format_bytes, overhead_for,
+                                   streamed_band_that_fits)
 from ..comfy_splice.streaming import stream_generator
 from ..comfy_splice.train import TrainedGenerator
 from . import host, names
@@ -49,19 +50,19 @@ def plan_apply(device: torch.device, height: int, width: int, requested: int,
                node: str = names.APPLY) -> tuple[int, StreamedFit | None]:
     """How many images go through the device at once, or (when one whole image does not fit)
     the band size of the streamed pass; MemoryBudgetError when not even that fits."""
-    where = host.memory_where(device)
-    free = host.free_memory(device, estimate_apply_peak(height, width, requested))
+    where, overhead = host.memory_where(device), overhead_for(device)
+    free = host.free_memory(device, estimate_apply_peak(height, width, requested, overhead))
     try:
-        chunk = apply_chunk_that_fits(height, width, requested, free, where=where)
+        chunk = apply_chunk_that_fits(height, width, requested, free, where=where, overhead=overhead)
     except MemoryBudgetError:
         shared = device.type == "cpu"
         fit = streamed_band_that_fits(height, width, free, free if shared else host.free_host_memory(),
-                                      shared, where=where)
+                                      shared, where=where, overhead=overhead)
         log.info("%s: a %dx%d image needs about %s of %s at once, %s is free; streaming "
                  "it layer by layer in bands (about %s on the device, %s of RAM for the layers "
                  "kept between passes); the result is the same", node, width, height,
-                 format_bytes(estimate_apply_peak(height, width, 1)), where, format_bytes(free),
-                 format_bytes(fit.device_bytes), format_bytes(fit.host_bytes))
+                 format_bytes(estimate_apply_peak(height, width, 1, overhead)), where,
+                 format_bytes(free), format_bytes(fit.device_bytes), format_bytes(fit.host_bytes))
         return 1, fit
     if chunk < requested:
         log.info("%s: %d images of %dx%d at a time instead of %d (memory)",

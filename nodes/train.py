@@ -18,8 +18,8 @@ import logging
 from torch import Tensor
 
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
-from ..comfy_splice.memory import (check_training_fits,
-                                   estimate_training_peak, scaled_size, vit_shape)
+from ..comfy_splice.memory import (check_training_fits, estimate_training_peak, overhead_for,
+                                   scaled_size, vit_shape)
 from ..comfy_splice.regions import crop_to_mask
 from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
                                   train_generator)
@@ -264,10 +264,12 @@ class SpliceTrainGenerator(io.ComfyNode):
         size_a, size_b = _train_size(a, max_megapixels), _train_size(b, max_megapixels)
         vit = vit_shape(dino.backbone)
         full_image = config.full_image_every > 0
-        need = estimate_training_peak(size_a, size_b, vit, full_image)
+        keyframes, overhead = int(a.shape[0]), overhead_for(device)
+        need = estimate_training_peak(size_a, size_b, vit, full_image, keyframes, overhead)
         free = host.free_memory(device, need)
         check_training_fits(size_a, size_b, vit, free, full_image,
-                            where=host.memory_where(device), option="max_megapixels")
+                            where=host.memory_where(device), option="max_megapixels",
+                            keyframes=keyframes, overhead=overhead)
         full_hw = (int(a.shape[-2]), int(a.shape[-1]))
         # The result is G(structure) at full size: plan that pass too (streamed when a large
         # photo trained with max_megapixels does not fit whole), so a refusal comes before training.

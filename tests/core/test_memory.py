@@ -4,17 +4,24 @@ check names what fits, max_megapixels trains small and applies large, memory is 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import psutil
 import pytest
 import torch
 
 import comfy_splice.generator as generator_module
-from comfy_splice.backbone import DinoBackbone
+from comfy_splice.backbone import DinoBackbone, load_backbone, save_tiny_backbone
 from comfy_splice.generator import apply_generator, build_generator
-from comfy_splice.memory import (MemoryBudgetError, TensorPeakTracker, apply_chunk_that_fits,
-                                 check_training_fits, estimate_apply_peak, estimate_training_peak,
-                                 megapixels_that_fit, release_heap, scaled_size, vit_shape)
+from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, MemoryBudgetError, TensorPeakTracker,
+                                 ViTShape, apply_chunk_that_fits, check_training_fits,
+                                 estimate_apply_peak, estimate_training_peak, megapixels_that_fit,
+                                 overhead_for, release_heap, scaled_size, vit_shape)
 from comfy_splice.train import SpliceTrainer, TrainConfig, train_generator
 
 from .conftest import synthetic_image
@@ -104,6 +111,86 @@ def test_estimate_bounds_the_measured_training_peak(tiny_backbone: DinoBackbone,
         peak = max(peak, tracker.peak)
     estimate = estimate_training_peak(structure_hw, appearance_hw, vit_shape(tiny_backbone))
     assert peak <= estimate <= 3 * peak, (peak, estimate)
+
+
+MEASURED = Path(__file__).parent / "data" / "measured_training_memory.json"
+
+
+def _measured_rows() -> list[dict[str, object]]:
+    return json.loads(MEASURED.read_text())["rows"]
+
+
+@pytest.mark.parametrize("row", _measured_rows(), ids=lambda r: f"{r['model']}-{r['size']}")
+def test_estimate_bounds_the_benchmarks_measured_peaks(row: dict[str, object]) -> None:
+    """The README's figures (bench/bench_memory.py with the real ViT shapes, up to a 12 MP
+    pair): the estimate Train Generator checks before training must cover every kind of step,
+    and stay close enough that a run which fits is not refused (within 1.3x)."""
+    vit = ViTShape(**row["vit"])  # type: ignore[arg-type]
+    width, height = (int(v) for v in str(row["size"]).split("x"))
+    full = estimate_training_peak((height, width), (height, width), vit) / 2**20
+    regular = estimate_training_peak((height, width), (height, width), vit, full_image=False) / 2**20
+    measured_full = max(float(row["step0_mib"]), float(row["full_mib"]))  # type: ignore[arg-type]
+    measured_regular = float(row["regular_mib"])  # type: ignore[arg-type]
+    assert measured_full <= full <= 1.3 * measured_full, (measured_full, full)
+    assert measured_regular <= regular <= 1.3 * measured_regular, (measured_regular, regular)
+
+
+_RESIDENT_RUN = textwrap.dedent("""
+    import json, resource, sys
+    import psutil, torch
+    from comfy_splice.backbone import load_backbone
+    from comfy_splice.memory import estimate_training_peak, release_heap, vit_shape
+    from comfy_splice.train import SpliceTrainer, TrainConfig
+    backbone = load_backbone(sys.argv[1])
+    gen = torch.Generator().manual_seed(0)
+    structure, appearance = (torch.rand(1, 3, 720, 1280, generator=gen) for _ in range(2))
+    release_heap()
+    before = psutil.Process().memory_info().rss
+    trainer = SpliceTrainer(backbone, structure, appearance, TrainConfig(full_image_every=2), "cpu")
+    for _ in range(3):  # step 0, a regular step, a full-image step with every term
+        trainer.step()
+    growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    print(json.dumps([growth, estimate_training_peak((720, 1280), (720, 1280), vit_shape(backbone))]))
+""")
+
+
+@pytest.mark.slow
+def test_cpu_estimate_bounds_what_the_process_really_grows_by(tmp_path: Path) -> None:
+    """On the CPU, Train Generator compares the estimate times CPU_RESIDENT_OVERHEAD with the
+    available RAM, so the process's peak RSS must grow by less than that. 1280x720 with a tiny
+    ViT is the worst case measured (the generator is nearly all of it, and its blocks are just
+    under glibc's 32 MB mmap threshold, so the heap keeps what they free); a fresh process, so
+    that the peak RSS is this run's own."""
+    weights = save_tiny_backbone(tmp_path / "tiny.pth")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run([sys.executable, "-c", _RESIDENT_RUN, str(weights)], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    growth, tensors = json.loads(done.stdout.strip().splitlines()[-1])
+    assert overhead_for("cpu") == CPU_RESIDENT_OVERHEAD and overhead_for("meta") == 1.0
+    assert growth <= estimate_training_peak((720, 1280), (720, 1280), _tiny_shape(weights),
+                                            overhead=overhead_for("cpu")), (growth, tensors)
+    assert growth > tensors, (growth, tensors)  # why the factor: the tensors alone under-count
+
+
+def _tiny_shape(weights: Path) -> ViTShape:
+    return vit_shape(load_backbone(weights))
+
+
+def test_estimate_counts_every_keyframe(tiny_backbone: DinoBackbone) -> None:
+    """K keyframes add K images and K whole-image targets to what a run holds."""
+    frames = torch.cat([synthetic_image(96, 128, seed=i) for i in range(5)])
+    appearance = synthetic_image(120, 100, seed=9)
+    trainer = SpliceTrainer(tiny_backbone, frames, appearance, TrainConfig(steps=1), "cpu")
+    with torch.no_grad():
+        per_frame = trainer.keyframe(0).nbytes + trainer._full_structure_target(0).nbytes
+    vit = vit_shape(tiny_backbone)
+    one = estimate_training_peak((96, 128), (120, 100), vit, keyframes=1)
+    five = estimate_training_peak((96, 128), (120, 100), vit, keyframes=5)
+    assert five - one >= 4 * per_frame
+    with pytest.raises(MemoryBudgetError, match="5 128x96 structure keyframes.*fewer keyframes"):
+        check_training_fits((96, 128), (120, 100), vit, five - 1, keyframes=5)
+    assert check_training_fits((96, 128), (120, 100), vit, five, keyframes=5) == five
 
 
 def test_apply_estimate_bounds_the_measured_peak() -> None:
