@@ -78,7 +78,9 @@ class SpliceApply(io.ComfyNode):
         masks = None if mask is None else region_masks(batch, mask_input(mask, "mask"), "mask")
         device = host.torch_device()
         frames, _, height, width = batch.shape
-        requested = max(1, int(batch_size))
+        # never more than there are frames: one photo with batch_size 4 plans (and, on a GPU,
+        # frees memory) for one image, not four
+        requested = max(1, min(int(batch_size), int(frames)))
         chunk, streamed = plan_apply(device, int(height), int(width), requested)
         progress = host.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000

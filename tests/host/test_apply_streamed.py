@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak
+from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak, overhead_for
 from test_nodes_execute import PACK_NAME, Comfy, _image, _train, comfy, dino, losses, trained  # noqa: F401
 
 HEIGHT, WIDTH = 200, 296  # not multiples of 32: padded and cropped in every band
@@ -51,7 +51,7 @@ def test_an_image_over_the_budget_is_streamed_with_the_same_result(
 
 def test_an_image_the_host_store_cannot_hold_is_refused_with_the_size_that_fits(
         comfy: Comfy, trained: Any, budget: Any) -> None:
-    budget(12)
+    budget(30)  # under the 296x200 image's streamed need on the CPU (x CPU_RESIDENT_OVERHEAD)
     with pytest.raises(ValueError, match=r"an image of about \d+x\d+ would fit") as refused:
         comfy.run("SpliceApply", generator=trained[0], images=_image(HEIGHT, WIDTH), batch_size=1)
     message = str(refused.value)
@@ -68,8 +68,8 @@ def test_train_streams_its_full_resolution_result_when_it_does_not_fit_whole(
     through the same plan as Splice Output: streamed when it does not fit whole, not refused."""
     height, width = 2 * HEIGHT, 2 * WIDTH
     structure, appearance = _image(height, width, seed=3), _image(72, 56, seed=1)
-    budget(120)
-    assert estimate_apply_peak(height, width, 1) > 120 << 20  # the whole result does not fit
+    budget(200)
+    assert estimate_apply_peak(height, width, 1, overhead_for("cpu")) > 200 << 20  # not whole
     with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
         generator, _, result = _train(comfy, losses, structure, appearance, steps=1, max_megapixels=0.005)
     assert f"Train Generator (Splice): a {width}x{height} image needs about" in caplog.text
@@ -96,3 +96,16 @@ def test_one_budget_variable_the_retired_one_is_named_in_the_log(
         host.check_memory_limit(torch.device("cpu"))
     monkeypatch.setattr(host, "memory_in_use", lambda device: 40 << 20)
     assert host.free_memory(torch.device("cpu"), 0) <= 60 << 20  # the budget minus what is held
+
+
+def test_one_image_plans_for_one_whatever_the_batch_size(
+        comfy: Comfy, trained: Any, budget: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """batch_size is an upper bound: a single photo is planned (and memory freed) for one image,
+    so it runs whole, without a 'fewer images at a time' note, when one fits."""
+    one = estimate_apply_peak(HEIGHT, WIDTH, 1, overhead_for("cpu"))  # what the CPU check counts
+    budget((one >> 20) + 1)
+    assert estimate_apply_peak(HEIGHT, WIDTH, 2, overhead_for("cpu")) > (one >> 20) + 1 << 20
+    with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
+        out = comfy.run("SpliceApply", generator=trained[0], images=_image(HEIGHT, WIDTH), batch_size=4)[0]
+    assert out.shape == (1, HEIGHT, WIDTH, 3)
+    assert "at a time instead of" not in caplog.text and "streaming" not in caplog.text
