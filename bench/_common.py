@@ -207,7 +207,7 @@ def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor"
     Configured without full-image steps (``full_image_every=0``), so that every step after the
     trainer's warm-up is a regular one: the benchmarks time the trainer's own ``step()`` and
     need no copy of its schedule. Warm up for at least ``WARMUP_STEPS`` untimed steps."""
-    from comfy_splice.backbone import build_backbone
+    from comfy_splice.dino.fixtures import build_backbone
     from comfy_splice.train import SpliceTrainer, TrainConfig
 
     backbone = build_backbone(model, device=device, seed=seed)

@@ -70,7 +70,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
     import torch
 
     from comfy_splice import cosegment as coseg_module
-    from comfy_splice.backbone import build_backbone
+    from comfy_splice.dino.fixtures import build_backbone
     from comfy_splice.descriptors import DescriptorConfig, tokens_per_image
 
     if args.threads:
@@ -80,7 +80,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
     images = _scenes(count)
     config = DescriptorConfig(load_size=args.load_size, stride=args.stride)
     extraction: list[float] = []
-    original_extract = coseg_module.extract
+    original_extract = coseg_module.extract_descriptors
 
     def timed_extract(*a: object, **k: object) -> object:
         if device == "cuda":
@@ -92,7 +92,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
         extraction.append(time.perf_counter() - start)
         return out
 
-    coseg_module.extract = timed_extract  # type: ignore[assignment]
+    coseg_module.extract_descriptors = timed_extract  # type: ignore[assignment]
     totals, ks = [], []
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

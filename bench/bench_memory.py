@@ -75,7 +75,7 @@ def _measure(model: str, size: str, regular_steps: int) -> dict[str, float]:
     """One configuration, in this process."""
     import torch
 
-    from comfy_splice.backbone import build_backbone
+    from comfy_splice.dino.fixtures import build_backbone
     from comfy_splice.memory import TensorPeakTracker, estimate_training_peak, vit_shape
     from comfy_splice.train import SpliceTrainer, TrainConfig
 

@@ -32,7 +32,7 @@ from bench import _common
 import torch
 
 from comfy_splice.augment import PairAugmenter
-from comfy_splice.backbone import build_backbone
+from comfy_splice.dino.fixtures import build_backbone
 from comfy_splice.train import SpliceTrainer, TrainConfig
 
 VARIANTS = {"bf16-fp32keys": (torch.bfloat16, True), "bf16": (torch.bfloat16, False)}

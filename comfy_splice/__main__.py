@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbone import DEFAULT_MODEL, DINO_MODELS, WeightsError, download_weights, load_backbone
+from .dino.download import download_weights
+from .dino.models import DEFAULT_MODEL, DINO_MODELS, WeightsError
+from .dino.weights import load_backbone
 from .checkpoint import save_generator
 from .generator import apply_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss

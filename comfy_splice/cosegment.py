@@ -27,9 +27,9 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from .backbone import DinoBackbone
-from .descriptors import (DescriptorConfig, ImageDescriptors, extract, grid_to_image, l2_normalise,
-                          token_centres)
+from .descriptors import (DescriptorConfig, ImageDescriptors, extract_descriptors, grid_to_image,
+                          l2_normalise, token_centres)
+from .dino.vit import DinoBackbone
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +233,9 @@ def cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: torch.de
                          f"common); got {len(images)}. Batch more images into 'images'.")
     if not 0 < votes_percentage <= 100:
         raise ValueError(f"votes_percentage must be in (0, 100], got {votes_percentage}")
-    infos = extract(backbone, images, config, device, saliency=True, low_res_saliency=low_res_saliency,
-                    with_cls=remove_outliers, memory_limit=memory_limit, on_image=on_image)
+    infos = extract_descriptors(backbone, images, config, device, saliency=True,
+                                low_res_saliency=low_res_saliency, with_cls=remove_outliers,
+                                memory_limit=memory_limit, on_image=on_image)
     inliers = [True] * len(infos)
     if remove_outliers:
         cls = torch.stack([info.cls for info in infos if info.cls is not None])
@@ -387,8 +388,9 @@ def correspondences(backbone: DinoBackbone, image_a: Tensor, image_b: Tensor, de
     """
     if num_pairs < 1:
         raise ValueError(f"num_pairs must be at least 1, got {num_pairs}")
-    info_a, info_b = extract(backbone, [image_a, image_b], config, device, saliency=True,
-                             low_res_saliency=False, memory_limit=memory_limit, on_image=on_image)
+    info_a, info_b = extract_descriptors(backbone, [image_a, image_b], config, device, saliency=True,
+                                         low_res_saliency=False, memory_limit=memory_limit,
+                                         on_image=on_image)
     assert info_a.saliency is not None and info_b.saliency is not None
     da, db = l2_normalise(info_a.descriptors), l2_normalise(info_b.descriptors)
     nn_ab, sim_ab, nn_ba = best_buddies(da, db)
@@ -443,7 +445,8 @@ def pca_images(backbone: DinoBackbone, images: Sequence[Tensor], device: torch.d
     """The first three principal components of all images' descriptors (fitted together, so a
     colour means the same across the batch) as RGB [3, H, W] at each image's own size; each
     component min-max normalised per image, tokens drawn as blocks (nearest)."""
-    infos = extract(backbone, images, config, device, memory_limit=memory_limit, on_image=on_image)
+    infos = extract_descriptors(backbone, images, config, device, memory_limit=memory_limit,
+                                on_image=on_image)
     stacked = torch.cat([info.descriptors for info in infos])
     components = min(3, int(stacked.shape[1]))
     directions = principal_components(stacked, components)

@@ -4,7 +4,7 @@ Descriptors", 2022): extraction, log-binning, saliency, and mapping token grids 
 A descriptor is one facet (key by default) of one block for every patch token, optionally from a
 denser token grid (a patch-embedding stride smaller than the patch) and optionally log-binned
 over 3^k neighbourhoods. Saliency is the CLS token's attention in the last block. Everything
-comes out of :meth:`DinoBackbone.descriptors` (one forward per image); this module prepares the
+comes out of :meth:`DinoBackbone.descriptors` (one forward per image); this module resizes the
 images, binning and normalisation, and checks the memory a job needs before it starts.
 
 Images are handled one at a time: the applications accept images of different sizes, and the
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbone import FACETS, DinoBackbone, _imagenet_stats, dino_input_size
+from .dino.vit import FACETS, DinoBackbone, dino_input_size, imagenet_normalise
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +91,13 @@ def grid_shape(size: tuple[int, int], patch: int, stride: int) -> tuple[int, int
     return 1 + (size[0] - patch) // stride, 1 + (size[1] - patch) // stride
 
 
-def prepare_image(image: Tensor, load_size: int | None) -> Tensor:
-    """[1, 3, H, W] in [0, 1] -> resized so the short side is ``load_size``, ImageNet-normalised.
+def descriptor_input(image: Tensor, load_size: int | None) -> Tensor:
+    """[1, 3, H, W] in [0, 1] -> the ViT input of dense descriptors: the short side resized to
+    ``load_size`` (no cap on the long side), ImageNet-normalised.
 
-    The paper's code resizes with PIL's Lanczos filter; antialiased bicubic is the closest
-    resampling torch offers on every device.
+    The descriptor paper's rule, not Splice's (:func:`comfy_splice.dino.vit.splice_input`):
+    its code resizes with PIL's Lanczos filter; antialiased bicubic is the closest resampling
+    torch offers on every device.
     """
     height, width = image.shape[-2:]
     if load_size is not None:
@@ -103,8 +105,7 @@ def prepare_image(image: Tensor, load_size: int | None) -> Tensor:
         if size != (height, width):
             image = F.interpolate(image, size=size, mode="bicubic", align_corners=False,
                                   antialias=True).clamp(0, 1)
-    mean, std = _imagenet_stats(image.device, image.dtype)
-    return (image - mean) / std
+    return imagenet_normalise(image)
 
 
 def log_bin(grid: Tensor, hierarchy: int = 2) -> Tensor:
@@ -192,16 +193,18 @@ def check_memory(backbone: DinoBackbone, sizes: Sequence[tuple[int, int]], confi
             f"(up to {backbone.patch_size}, the model's own), turn 'bin' off, or give fewer images.")
 
 
-def extract(backbone: DinoBackbone, images: Sequence[Tensor], config: DescriptorConfig,
-            device: torch.device | str, saliency: bool = False, low_res_saliency: bool = True,
-            with_cls: bool = False, memory_limit: int | None = None,
-            on_image: Callable[[int, int], None] | None = None) -> list[ImageDescriptors]:
+def extract_descriptors(backbone: DinoBackbone, images: Sequence[Tensor], config: DescriptorConfig,
+                                    device: torch.device | str, saliency: bool = False,
+                        low_res_saliency: bool = True, with_cls: bool = False,
+                        memory_limit: int | None = None,
+                        on_image: Callable[[int, int], None] | None = None) -> list[ImageDescriptors]:
     """Descriptors (and optionally saliency) of each image ([1, 3, H, W] or [3, H, W] in [0, 1]).
 
     One forward per image gives the facet and, when ``low_res_saliency`` is off, the saliency.
     With ``low_res_saliency`` (the paper code's default) saliency comes from a second, cheap
-    forward at half the load size with the model's own stride, resized (nearest) to the
-    descriptor grid: the attention of a stride-4 grid is the largest tensor of the job.
+    forward at half the load size with the model's own stride, resized to the descriptor grid
+    by PIL's nearest rule (:func:`resize_nearest_pil`, as the paper's code does): the attention
+    of a stride-4 grid is the largest tensor of the job.
     ``on_image(done, total)`` is called after each image (progress, and a chance to cancel).
     """
     block = check_config(backbone, config)
@@ -213,7 +216,7 @@ def extract(backbone: DinoBackbone, images: Sequence[Tensor], config: Descriptor
     with torch.no_grad():
         for image in images:
             image = image.to(device=device, dtype=torch.float32)
-            batch = prepare_image(image, config.load_size)
+            batch = descriptor_input(image, config.load_size)
             in_forward = saliency and not low_res_saliency
             dense = backbone.descriptors(batch, (block,), (config.facet,), stride, saliency=in_forward)
             tokens = dense.facets[(block, config.facet)][0].float()
@@ -241,14 +244,44 @@ def extract(backbone: DinoBackbone, images: Sequence[Tensor], config: Descriptor
 
 def _low_res_saliency(backbone: DinoBackbone, image: Tensor, load: tuple[int, int],
                       grid: tuple[int, int], heads: Sequence[int], device: torch.device | str) -> Tensor:
-    """Saliency at half the load size and the model's own stride, resized (nearest) to ``grid``."""
+    """Saliency at half the load size and the model's own stride, resized to ``grid`` by PIL's
+    nearest rule, as the paper's code resizes it (a PIL image, ``NEAREST``)."""
     half = (max(backbone.patch_size, load[0] // 2), max(backbone.patch_size, load[1] // 2))
     small = F.interpolate(image, size=half, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    mean, std = _imagenet_stats(small.device, small.dtype)
-    dense = backbone.descriptors((small - mean) / std, (-1,), ("key",), None, saliency=True)
+    dense = backbone.descriptors(imagenet_normalise(small), (-1,), ("key",), None, saliency=True)
     assert dense.cls_attention is not None
-    sal = normalise_saliency(dense.cls_attention, heads)[0].reshape(1, 1, *dense.grid)
-    return F.interpolate(sal, size=grid, mode="nearest")[0, 0].flatten()
+    sal = normalise_saliency(dense.cls_attention, heads)[0].reshape(dense.grid)
+    return resize_nearest_pil(sal, grid).flatten()
+
+
+def pil_nearest_indices(in_size: int, out_size: int) -> list[int]:
+    """For each of ``out_size`` cells, the one of ``in_size`` cells PIL's ``NEAREST`` resize reads.
+
+    PIL samples cell centres: output cell i reads input cell floor((i + 0.5) * in / out), the
+    last one at most. It computes that position as a running sum in double precision (half a
+    step, then one step per cell), and where (i + 0.5) * in / out is a whole number the sum can
+    land just below it (4 -> 6 cells: cell 4 reads cell 2, not 3); the same sum here gives PIL's
+    index for every cell, ties included. torch's ``"nearest-exact"`` is the same centre rule in
+    float32 and differs from PIL at such ties; its ``"nearest"`` reads floor(i * in / out), which
+    differs wherever the ratio is not whole.
+    """
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"cannot resize {in_size} cells to {out_size}")
+    step = in_size / out_size
+    position = step * 0.5
+    indices = []
+    for _ in range(out_size):
+        indices.append(min(int(position), in_size - 1))
+        position += step
+    return indices
+
+
+def resize_nearest_pil(values: Tensor, size: tuple[int, int]) -> Tensor:
+    """[..., rows, cols] -> [..., size[0], size[1]] by PIL's ``NEAREST`` rule on each axis
+    (:func:`pil_nearest_indices`), with the values unchanged (no interpolation, no rounding)."""
+    rows = torch.tensor(pil_nearest_indices(values.shape[-2], size[0]), device=values.device)
+    cols = torch.tensor(pil_nearest_indices(values.shape[-1], size[1]), device=values.device)
+    return values.index_select(-2, rows).index_select(-1, cols)
 
 
 def grid_to_image(values: Tensor, info: ImageDescriptors, mode: str = "bilinear") -> Tensor:
@@ -297,6 +330,6 @@ def tokens_per_image(backbone: DinoBackbone, size: tuple[int, int], config: Desc
 
 
 __all__ = ["DescriptorConfig", "DescriptorMemoryError", "ImageDescriptors", "check_config", "check_memory",
-           "effective_stride", "estimate_bytes", "extract", "grid_shape", "grid_to_image", "l2_normalise",
-           "log_bin", "normalise_saliency", "prepare_image", "saliency_heads", "token_centres",
-           "tokens_per_image"]
+           "descriptor_input", "effective_stride", "estimate_bytes", "extract_descriptors", "grid_shape",
+           "grid_to_image", "l2_normalise", "log_bin", "normalise_saliency", "pil_nearest_indices",
+           "resize_nearest_pil", "saliency_heads", "token_centres", "tokens_per_image"]

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbone import Features, self_similarity
+from .dino.vit import Features, self_similarity
 
 
 def self_similarity_mse(keys: Tensor, target_keys: Tensor, eps: float = 1e-8) -> Tensor:

@@ -37,6 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from . import streaming
+from .dino.vit import dino_input_size
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +95,9 @@ def vit_shape(backbone: torch.nn.Module) -> ViTShape:
 
 def _dino_tokens(height: int, width: int, patch: int, short_side: int = 224,
                  long_max: int = 480) -> int:
-    scale = short_side / min(height, width)
-    h, w = height * scale, width * scale
-    if max(h, w) > long_max:
-        shrink = long_max / max(h, w)
-        h, w = h * shrink, w * shrink
-    return 1 + max(1, int(h) // patch) * max(1, int(w) // patch)
+    """Tokens (CLS included) of an image at DINO's input size (:func:`dino_input_size`)."""
+    h, w = dino_input_size(height, width, short_side, long_max)
+    return 1 + max(1, h // patch) * max(1, w // patch)
 
 
 def estimate_training_peak(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbone import DinoBackbone, Features, extract, self_similarity
+from .dino.vit import DinoBackbone, Features, self_similarity, splice_features
 
 
 def _batch(images: Tensor, device: torch.device | str) -> Tensor:
@@ -48,8 +48,8 @@ def structure_distance(backbone: DinoBackbone, output: Tensor, structure: Tensor
     output, structure = _batch(output, device), _batch(structure, device)
     _check_batches(output, structure)
     backbone = backbone.to(device)
-    return _structure_score(extract(backbone, _resized_to(output, structure), layer),
-                            extract(backbone, structure, layer))
+    return _structure_score(splice_features(backbone, _resized_to(output, structure), layer),
+                            splice_features(backbone, structure, layer))
 
 
 def dino_i(backbone: DinoBackbone, output: Tensor, appearance: Tensor,
@@ -58,7 +58,8 @@ def dino_i(backbone: DinoBackbone, output: Tensor, appearance: Tensor,
     output, appearance = _batch(output, device), _batch(appearance, device)
     _check_batches(output, appearance)
     backbone = backbone.to(device)
-    return _appearance_score(extract(backbone, output, layer), extract(backbone, appearance, layer))
+    return _appearance_score(splice_features(backbone, output, layer),
+                             splice_features(backbone, appearance, layer))
 
 
 def splice_scores(backbone: DinoBackbone, output: Tensor, structure: Tensor, appearance: Tensor,
@@ -73,8 +74,8 @@ def splice_scores(backbone: DinoBackbone, output: Tensor, structure: Tensor, app
     _check_batches(output, structure)
     _check_batches(output, appearance)
     backbone = backbone.to(device)
-    out_feats = extract(backbone, output, layer)
+    out_feats = splice_features(backbone, output, layer)
     resized = _resized_to(output, structure)
-    struct_out = out_feats if resized is output else extract(backbone, resized, layer)
-    return (_structure_score(struct_out, extract(backbone, structure, layer)),
-            _appearance_score(out_feats, extract(backbone, appearance, layer)))
+    struct_out = out_feats if resized is output else splice_features(backbone, resized, layer)
+    return (_structure_score(struct_out, splice_features(backbone, structure, layer)),
+            _appearance_score(out_feats, splice_features(backbone, appearance, layer)))

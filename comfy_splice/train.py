@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .augment import PairAugmenter
-from .backbone import DinoBackbone, Features, prepare
+from .dino.vit import DinoBackbone, Features, splice_input
 from .generator import SpliceGenerator, build_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss, self_similarity_mse, zero_like
 from .memory import scaled_size
@@ -286,7 +286,7 @@ class SpliceTrainer:
         Square crops all resize to the same size, so a regular step's pair is one batch.
         """
         c = self.config
-        prepared = [prepare(image, c.dino_short_side, c.dino_long_side_max, c.antialias)
+        prepared = [splice_input(image, c.dino_short_side, c.dino_long_side_max, c.antialias)
                     for image in images]
         results: list[dict[int, Features] | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .backbone import DinoBackbone, dino_input_size, extract, self_similarity
+from .dino.vit import DinoBackbone, dino_input_size, self_similarity, splice_features
 
 
 def self_similarity_pca(backbone: DinoBackbone, image: Tensor, device: torch.device | str,
@@ -23,7 +23,7 @@ def self_similarity_pca(backbone: DinoBackbone, image: Tensor, device: torch.dev
     height, width = image.shape[-2:]
     dino_h, dino_w = dino_input_size(height, width, short_side, None)
     rows, cols = dino_h // backbone.patch_size, dino_w // backbone.patch_size
-    keys = extract(backbone, image.to(device, torch.float32), layer, short_side, None).keys
+    keys = splice_features(backbone, image.to(device, torch.float32), layer, short_side, None).keys
     sim = self_similarity(keys)[0].float()
     if not torch.isfinite(sim).all():
         raise ValueError("the ViT's keys hold NaN or infinite values for this image; check that "

@@ -18,7 +18,7 @@ import comfy.model_management as mm
 
 from ..comfy_splice.cosegment import correspondences, cosegment, part_cosegment, pca_images
 from ..comfy_splice.descriptors import DescriptorConfig, check_config
-from ..comfy_splice.backbone import FACETS
+from ..comfy_splice.dino.vit import FACETS
 from . import host, names
 from .api import CATEGORY as SPLICE_CATEGORY, io, ui
 from .errors import readable_errors

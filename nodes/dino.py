@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ..comfy_splice.backbone import (WeightsError, download_url, download_weights, load_backbone,
-                                     missing_weights_message, official_model)
+from ..comfy_splice.dino.download import download_weights
+from ..comfy_splice.dino.models import WeightsError, download_url, missing_weights_message, official_model
+from ..comfy_splice.dino.weights import load_backbone
 from . import host, names, paths
 from .api import CATEGORY, io
 from .errors import check_choice, readable_errors

@@ -18,7 +18,7 @@ import torch
 
 import comfy.model_management as mm
 
-from ..comfy_splice.backbone import WeightsError
+from ..comfy_splice.dino.models import WeightsError
 from ..comfy_splice.memory import MemoryBudgetError
 from ..comfy_splice.validation import check_finite_image, short, short_text
 

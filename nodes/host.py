@@ -25,7 +25,7 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy.cli_args import args
 
-from ..comfy_splice.backbone import DinoBackbone
+from ..comfy_splice.dino.vit import DinoBackbone
 from .errors import check_finite_image
 from ..comfy_splice.memory import release_heap
 

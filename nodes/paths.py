@@ -21,7 +21,7 @@ import os
 
 import folder_paths
 
-from ..comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
+from ..comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
 
 DINO_FOLDER = "splice_dino"
 GENERATOR_FOLDER = "splice_generators"

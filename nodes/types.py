@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..comfy_splice.backbone import DinoBackbone
+from ..comfy_splice.dino.vit import DinoBackbone
 from . import names
 from .api import io
 

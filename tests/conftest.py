@@ -72,7 +72,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="session")
 def tiny_dino_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random DINO-layout .pth (ViT, patch 16, dim 64, depth 2) that load_backbone loads."""
-    from comfy_splice.backbone import save_tiny_backbone
+    from comfy_splice.dino.fixtures import save_tiny_backbone
 
     path = save_tiny_backbone(tmp_path_factory.mktemp("tiny_dino") / "tiny_dino_vit.pth")
     return Path(path)

@@ -2,8 +2,8 @@
 """Provision everything the tests and `make run` need, on a fresh machine.
 
 Standard library only: this runs with the system ``python3`` before any venv exists, as
-``python3 tools/provision.py <command>`` or ``python3 -m tools.provision <command>``. Only
-``weights`` needs the venv (it reads the default DINO file and URL from comfy_splice.backbone).
+``python3 tools/provision.py <command>`` or ``python3 -m tools.provision <command>``. ``weights``
+reads the default DINO file and URL from comfy_splice/dino/models.py, which imports no torch.
 
 Subcommands (each idempotent, and fast when already done):
 
@@ -353,13 +353,11 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 def weights_report(comfyui: Path) -> str:
     """Where the DINO weights go and whether any are there: both commands end with this.
 
-    The default model's file name and URL come from comfy_splice.backbone, which needs torch:
-    run this with the venv's python (``make`` does; ``run`` asks the venv for it)."""
-    try:
-        from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
-    except ImportError as error:
-        raise ProvisionError(f"the weights report needs the venv's python ({error}): "
-                             f"`$(python3 tools/provision.py venv) -m tools.provision weights`") from error
+    The default model's file name and URL come from the model registry's one definition,
+    comfy_splice/dino/models.py, which is standard library only: any python reads it."""
+    if str(REPO_ROOT) not in sys.path:  # run as ``python3 tools/provision.py``
+        sys.path.insert(0, str(REPO_ROOT))
+    from comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
     default = DINO_MODELS[DEFAULT_MODEL]
     folder = make_model_folders(comfyui)["splice_dino"]
     found = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
@@ -383,8 +381,7 @@ def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:
     host = "127.0.0.1" if listen in ("0.0.0.0", "::", "0.0.0.0,::") else listen
     log(f"ComfyUI:   {comfyui}")
     log(f"pack:      {link} -> {REPO_ROOT}")
-    # The report imports the pack's core (torch): the venv's python prints it.
-    _run([str(python), "-m", "tools.provision", "weights"], cwd=REPO_ROOT)
+    log(weights_report(comfyui))
     log(f"trained generators: {folders['splice_generators']}")
     log(f"open http://{host}:{port}  (Ctrl-C stops the server)")
     log("$ " + " ".join(args))

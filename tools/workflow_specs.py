@@ -2,7 +2,7 @@
 
 tools/build_workflows.py builds these in the real ComfyUI page; the browser tests read the same
 descriptions for names and for which nodes to run. Facts owned elsewhere are read from there:
-the DINO file and URL from comfy_splice.backbone, the example inputs from tools/make_examples.py,
+the DINO file and URL from comfy_splice.dino.models, the example inputs from tools/make_examples.py,
 and the Train node's defaults from its schema (the page fills every widget not named here).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
+from comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
 from tools import make_examples
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_splice.backbone import DinoBackbone, load_backbone, save_tiny_backbone
+from comfy_splice.dino.fixtures import save_tiny_backbone
+from comfy_splice.dino.vit import DinoBackbone
+from comfy_splice.dino.weights import load_backbone
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from comfy_splice.backbone import load_backbone, save_tiny_backbone
+from comfy_splice.dino.fixtures import save_tiny_backbone
+from comfy_splice.dino.weights import load_backbone
 from comfy_splice.train import TrainConfig, train_generator
 
 from .conftest import synthetic_image

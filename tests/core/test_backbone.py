@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import resize
 
-from comfy_splice.backbone import (DINO_MODELS, WeightsError, build_backbone, dino_input_size,
-                                   download_weights, load_backbone, missing_weights_message,
-                                   prepare, save_tiny_backbone, self_similarity)
+from comfy_splice.dino.download import download_weights
+from comfy_splice.dino.fixtures import build_backbone, save_tiny_backbone
+from comfy_splice.dino.models import DINO_MODELS, WeightsError, missing_weights_message
+from comfy_splice.dino.vit import dino_input_size, self_similarity, splice_input
+from comfy_splice.dino.weights import load_backbone
 
 
 def _timm_reference(backbone, images, pos_embed=None):
@@ -129,13 +131,13 @@ def test_input_smaller_than_a_patch_is_refused(tiny_backbone) -> None:
 def test_prepare_resizes_like_torchvision(size: tuple[int, int]) -> None:
     image = torch.rand(1, 3, *size)
     expected = resize(image, 224, max_size=480, antialias=False)
-    got = prepare(image)
+    got = splice_input(image)
     assert got.shape == expected.shape
     assert dino_input_size(*size) == tuple(expected.shape[-2:])
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     torch.testing.assert_close(got, (expected - mean) / std)
-    assert not torch.equal(prepare(image, antialias=True), got) or size == (224, 224)
+    assert not torch.equal(splice_input(image, antialias=True), got) or size == (224, 224)
 
 
 def test_self_similarity_is_a_cosine_matrix() -> None:

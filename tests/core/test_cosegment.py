@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comfy_splice.backbone import DinoBackbone
+from comfy_splice.dino.vit import DinoBackbone
 from comfy_splice.cosegment import (correspondences, cosegment, elbow_kmeans, kmeans, part_cosegment,
                                     pca_images, salient_clusters)
 from comfy_splice.descriptors import DescriptorConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfy_splice.backbone import Features
+from comfy_splice.dino.vit import Features
 from comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss, self_similarity_mse
 
 

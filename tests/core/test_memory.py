@@ -16,7 +16,8 @@ import pytest
 import torch
 
 import comfy_splice.generator as generator_module
-from comfy_splice.backbone import DinoBackbone, save_tiny_backbone
+from comfy_splice.dino.fixtures import save_tiny_backbone
+from comfy_splice.dino.vit import DinoBackbone
 from comfy_splice.generator import apply_generator, build_generator
 from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, MemoryBudgetError, TensorPeakTracker,
                                  ViTShape, apply_chunk_that_fits, check_training_fits,
@@ -138,7 +139,7 @@ def test_estimate_bounds_the_benchmarks_measured_peaks(row: dict[str, object]) -
 _RESIDENT_RUN = textwrap.dedent("""
     import json, resource, sys
     import psutil, torch
-    from comfy_splice.backbone import load_backbone
+    from comfy_splice.dino.weights import load_backbone
     from comfy_splice.memory import estimate_training_peak, release_heap, vit_shape
     from comfy_splice.train import SpliceTrainer, TrainConfig
     backbone = load_backbone(sys.argv[1])

@@ -2,7 +2,7 @@
 
 ``comfy node validate`` (PyPI's comfy-cli) is the registry's own check; it is not a test
 dependency. These checks cover what it cannot see: the files the metadata names exist, and the
-models it lists are the loader's table (one definition, in comfy_splice/backbone.py).
+models it lists are the loader's table (one definition, in comfy_splice/dino/models.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from comfy_splice.backbone import DINO_MODELS
+from comfy_splice.dino.models import DINO_MODELS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

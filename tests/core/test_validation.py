@@ -17,8 +17,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from comfy_splice import backbone as bb
-from comfy_splice.backbone import WeightsError, load_backbone, save_tiny_backbone
+from comfy_splice.dino import weights as dino_weights
+from comfy_splice.dino.fixtures import save_tiny_backbone
+from comfy_splice.dino.models import WeightsError
+from comfy_splice.dino.vit import timm_vit
+from comfy_splice.dino.weights import load_backbone
 from comfy_splice.checkpoint import (MAX_CONFIG_CHARS, load_generator, read_metadata,
                                      save_generator)
 from comfy_splice.generator import build_generator
@@ -61,7 +64,7 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_a_far_block_index_is_refused_before_building(tiny_state: dict, tmp_path: Path, suffix: str) -> None:
     state = dict(tiny_state, **{"blocks.20000.x": torch.zeros(1)})
-    _refused(_save(state, tmp_path / f"far{suffix}"), "blocks.20000.x", "20,000", f"at most {bb.MAX_DEPTH}")
+    _refused(_save(state, tmp_path / f"far{suffix}"), "blocks.20000.x", "20,000", f"at most {dino_weights.MAX_DEPTH}")
 
 
 @pytest.mark.parametrize(("key", "expected"), [
@@ -93,12 +96,12 @@ def test_a_huge_width_declared_by_a_tiny_tensor_allocates_nothing(tiny_state: di
     state["patch_embed.proj.weight"] = torch.zeros(1).expand(100_000, 3, 16, 16)
     path = _save(state, tmp_path / "wide.pth")
     assert path.stat().st_size < 1_000_000
-    _refused(path, "width is 100,000", f"64 to {bb.MAX_WIDTH}")
+    _refused(path, "width is 100,000", f"64 to {dino_weights.MAX_WIDTH}")
 
 
 def test_tensors_whose_data_is_not_in_the_file_are_refused(tmp_path: Path) -> None:
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in bb._vit(16, 1024, 2, 16, 4.0, 224).state_dict().items()}
+        shapes = {k: v.shape for k, v in timm_vit(16, 1024, 2, 16, 4.0, 224).state_dict().items()}
     state = {k: torch.zeros(1).expand(shape) for k, shape in shapes.items()}
     _refused(_save(state, tmp_path / "hollow.pth"), "declares", "bytes but the file holds 4")
 
@@ -140,7 +143,7 @@ def test_truncated_files_are_refused(tiny_state: dict, tmp_path: Path) -> None:
 def test_a_huge_safetensors_header_is_refused_before_parsing(tmp_path: Path) -> None:
     path = tmp_path / "header.safetensors"
     path.write_bytes(struct.pack("<Q", 50 << 20) + b"{" * 64)
-    _refused(path, "52,428,800 bytes of metadata", f"at most {bb.MAX_HEADER_BYTES:,}")
+    _refused(path, "52,428,800 bytes of metadata", f"at most {dino_weights.MAX_HEADER_BYTES:,}")
 
 
 def test_pickled_code_is_refused_and_never_run(tmp_path: Path) -> None:

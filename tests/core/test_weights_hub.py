@@ -17,8 +17,9 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from comfy_splice.backbone import (DINO_MODELS, HF_ENDPOINT_ENV, WeightsError, download_url,
-                                   download_weights, load_backbone, official_model)
+from comfy_splice.dino.download import download_weights
+from comfy_splice.dino.models import DINO_MODELS, HF_ENDPOINT_ENV, WeightsError, download_url, official_model
+from comfy_splice.dino.weights import load_backbone
 
 
 def _pattern(keys: Iterator[str], depth: int) -> set[str]:

@@ -148,7 +148,7 @@ def _fails(server: ComfyServer, prompt: dict[str, Any], node: str, *expected: st
     assert result.status == "execution_error", result.terminal
     assert str(result.terminal["node_id"]) == node, result.terminal
     kind = str(result.terminal.get("exception_type"))
-    assert kind in ("ValueError", "builtins.ValueError") or kind.endswith("comfy_splice.backbone.WeightsError"), kind
+    assert kind in ("ValueError", "builtins.ValueError") or kind.endswith("comfy_splice.dino.models.WeightsError"), kind
     message = result.error_message.strip()
     for text in expected:
         assert text in message, message
@@ -185,10 +185,10 @@ def _apply(files: dict[str, Any], generator: Any = GOOD_GENERATOR, image: Any = 
 def _expanded_vit(width: int) -> dict[str, torch.Tensor]:
     """Every tensor of a 2-block ViT of ``width`` as a stride-0 view of one float: a few KB on
     disk, gigabytes once built."""
-    from comfy_splice.backbone import _vit
+    from comfy_splice.dino.vit import timm_vit
 
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in _vit(16, width, 2, width // 64, 4.0, 224).state_dict().items()}
+        shapes = {k: v.shape for k, v in timm_vit(16, width, 2, width // 64, 4.0, 224).state_dict().items()}
     return {k: torch.zeros(1).expand(shape) for k, shape in shapes.items()}
 
 

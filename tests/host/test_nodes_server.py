@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
+from comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
 from tools.comfy_client import RunResult
 from tools.comfy_server import ComfyServer
 

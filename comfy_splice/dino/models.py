@@ -1,0 +1,101 @@
+"""The official DINO v1 ViTs: where each one's weights live and its shape.
+
+Standard library only (no torch, no numpy): ``tools/provision.py`` runs it with the system
+python before any venv exists, and the Load DINO-ViT node lists the files without loading torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+class WeightsError(ValueError):
+    """A weight file is missing, unreadable or not a DINO ViT; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class DinoModel:
+    """One of the four official DINO v1 ViTs: where its weights live and its shape.
+
+    Each model has two accepted files: the Hugging Face hub's safetensors with timm's key names
+    (``hf_file_name``, the default: ComfyUI's missing-models dialog can download it, and it holds
+    no pickle) and the official ``.pth`` of the DINO release (``file_name``), which existing
+    installs already have. Both hold the same tensors under the same names.
+    """
+
+    key: str
+    timm_name: str
+    file_name: str
+    url: str
+    patch_size: int
+    embed_dim: int
+    depth: int = 12
+
+    @property
+    def hf_repo(self) -> str:
+        """The model's repository on the Hugging Face hub (``timm/<timm name>``)."""
+        return f"timm/{self.timm_name}"
+
+    @property
+    def hf_file_name(self) -> str:
+        """The name the hub's ``model.safetensors`` gets in ``models/splice_dino``."""
+        return f"{self.timm_name}.safetensors"
+
+    @property
+    def hf_url(self) -> str:
+        """The hub's download URL of the safetensors file (what the UI and the download use)."""
+        return f"{HF_ENDPOINT}/{self.hf_repo}/resolve/main/model.safetensors"
+
+    @property
+    def file_names(self) -> tuple[str, str]:
+        """Both accepted file names, the hub's safetensors first."""
+        return (self.hf_file_name, self.file_name)
+
+
+_DINO_URL = "https://dl.fbaipublicfiles.com/dino/{stem}/{stem}.pth"
+HF_ENDPOINT = "https://huggingface.co"
+# Same variable as huggingface_hub's: a mirror of the hub, or a local server in the tests.
+HF_ENDPOINT_ENV = "HF_ENDPOINT"
+
+DINO_MODELS: dict[str, DinoModel] = {
+    m.key: m
+    for m in (
+        DinoModel("dino_vits16", "vit_small_patch16_224.dino", "dino_deitsmall16_pretrain.pth",
+                  _DINO_URL.format(stem="dino_deitsmall16_pretrain"), 16, 384),
+        DinoModel("dino_vits8", "vit_small_patch8_224.dino", "dino_deitsmall8_pretrain.pth",
+                  _DINO_URL.format(stem="dino_deitsmall8_pretrain"), 8, 384),
+        DinoModel("dino_vitb16", "vit_base_patch16_224.dino", "dino_vitbase16_pretrain.pth",
+                  _DINO_URL.format(stem="dino_vitbase16_pretrain"), 16, 768),
+        DinoModel("dino_vitb8", "vit_base_patch8_224.dino", "dino_vitbase8_pretrain.pth",
+                  _DINO_URL.format(stem="dino_vitbase8_pretrain"), 8, 768),
+    )
+}
+DEFAULT_MODEL = "dino_vitb8"
+
+
+def official_model(name: str) -> DinoModel:
+    """Look an official model up by key (``dino_vitb8``), timm name or either file name."""
+    for model in DINO_MODELS.values():
+        if name in (model.key, model.timm_name, *model.file_names):
+            return model
+    known = ", ".join(DINO_MODELS)
+    raise WeightsError(f"Unknown DINO model {name!r}; expected one of {known}.")
+
+
+def missing_weights_message(name: str, directory: str | os.PathLike[str]) -> str:
+    """What to tell a user whose official weights are not on disk."""
+    model = official_model(name)
+    return (f"DINO weights {name if name in model.file_names else model.hf_file_name} are not in "
+            f"{directory}. Download {model.hf_url} and save it there as {model.hf_file_name} (or "
+            f"put the official {model.file_name} from {model.url} there), or allow the download "
+            f"explicitly.")
+
+
+def download_url(model: DinoModel) -> str:
+    """Where the download fetches ``model``: the hub's URL, or the same path on the server
+    named by ``$HF_ENDPOINT`` (a mirror of the hub, as huggingface_hub reads it)."""
+    endpoint = os.environ.get(HF_ENDPOINT_ENV, "").strip().rstrip("/")
+    if not endpoint:
+        return model.hf_url
+    return endpoint + model.hf_url[len(HF_ENDPOINT):]
