@@ -13,8 +13,8 @@ node classes, and an entry exists only while its training runs.
 - ``{"all": true}`` stops every running training (optionally only those of ``"prompt_id"``).
 
 Anything else is refused with 400 and a one-line ``{"error": ...}`` before any training is
-touched: a body over :data:`MAX_BODY_BYTES` (413), text that is not JSON, JSON nested too deep
-to parse, an unknown key (a typo such as ``"nodeid"`` must not stop every training), a node id
+touched: a body over :data:`MAX_BODY_BYTES` (413), text that is not JSON, any nesting (the
+request is one flat object), an unknown key (a typo such as ``"nodeid"`` must not stop every training), a node id
 that is not non-empty text, ``"all"`` other than ``true``, both ``node_id`` and ``"all"``, or
 neither. The answer lists the trainings this request asked to stop:
 ``{"stopped": [{"prompt_id": ..., "node_id": ...}]}`` (empty when none matched); trainings that
@@ -31,11 +31,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..comfy_splice.validation import json_depth, json_type, short
+
 log = logging.getLogger(__name__)
 
 ROUTE = "/splice/stop"
 MAX_BODY_BYTES = 4096
 """A stop request is a few dozen bytes; anything much larger is refused unread."""
+MAX_DEPTH = 1
+"""A stop request is one flat object: nothing in it is nested."""
 MAX_ID_CHARS = 200
 """Node ids ("6", "12:5" inside a subgraph) and prompt ids (a UUID) are short."""
 EXAMPLE = 'send {"node_id": "<id of the Train Generator node>"}, or {"all": true} to stop every running training'
@@ -118,18 +122,9 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for key, value in pairs:
         if key in body:
-            raise StopRequestError(f"the key {key[:40]!r} appears twice; {EXAMPLE}")
+            raise StopRequestError(f"the key {short(key)} appears twice; {EXAMPLE}")
         body[key] = value
     return body
-
-
-def _describe(value: Any) -> str:
-    """A short description of a JSON value for an error message (never the value's whole text)."""
-    if isinstance(value, str):
-        return f"text of {len(value)} characters" if value.strip() else "empty text"
-    if isinstance(value, (list, dict)):
-        return f"a JSON {'array' if isinstance(value, list) else 'object'}"
-    return json.dumps(value)[:24]  # null, true/false, a number
 
 
 def _id(body: dict[str, Any], key: str) -> str | None:
@@ -138,8 +133,10 @@ def _id(body: dict[str, Any], key: str) -> str | None:
         return None
     value = body[key]
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS:
+        got = (f"a string of {len(value)} characters" if value.strip() else "an empty string") \
+            if isinstance(value, str) else json_type(value)
         raise StopRequestError(f"{key} must be non-empty text (at most {MAX_ID_CHARS} characters), got "
-                               f"{_describe(value)}; {EXAMPLE}")
+                               f"{got}; {EXAMPLE}")
     return value
 
 
@@ -150,17 +147,22 @@ def _too_large() -> StopRequestError:
 def parse_stop_request(raw: bytes) -> StopRequest:
     """The request in a body of at most MAX_BODY_BYTES, or StopRequestError with the reason.
 
-    Parsing is bounded: the size is checked first (the caller reads at most one byte more), so
-    the parser sees a few KB at most; JSON nested deeper than Python's recursion limit raises
-    RecursionError inside ``json``, caught here; every accepted value is a scalar, so anything
-    nested at all is refused by the type checks."""
+    Parsing is bounded: the size is checked first (the caller reads at most one byte more), then
+    the nesting is counted without parsing (``json_depth``), so ``json`` only ever sees a flat
+    object of a few KB; RecursionError, which Python's parser raises on deep nesting, is caught
+    all the same."""
     if len(raw) > MAX_BODY_BYTES:
         raise _too_large()
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys) if raw.strip() else None
+        text = raw.decode("utf-8")
+        depth = json_depth(text)
+        if depth > MAX_DEPTH:
+            raise StopRequestError(f"the JSON is nested {depth} levels deep; a stop request is one flat "
+                                   f"object; {EXAMPLE}")
+        body = json.loads(text, object_pairs_hook=_no_duplicate_keys) if text.strip() else None
     except RecursionError:
         raise StopRequestError(f"the JSON is nested too deeply; {EXAMPLE}") from None
-    except StopRequestError:  # a repeated key, from the hook
+    except StopRequestError:  # too deep, or a repeated key (from the hook)
         raise
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError (both ValueErrors)
         raise StopRequestError(f"the body is not JSON ({type(exc).__name__}); {EXAMPLE}") from None
@@ -168,7 +170,7 @@ def parse_stop_request(raw: bytes) -> StopRequest:
         raise StopRequestError(f"the body must be a JSON object; {EXAMPLE}")
     unknown = [key for key in body if key not in KNOWN_KEYS]
     if unknown:
-        raise StopRequestError(f"unknown key {unknown[0][:40]!r} (the keys are {', '.join(KNOWN_KEYS)}); {EXAMPLE}")
+        raise StopRequestError(f"unknown key {short(unknown[0])} (the keys are {', '.join(KNOWN_KEYS)}); {EXAMPLE}")
     node_id, prompt_id = _id(body, "node_id"), _id(body, "prompt_id")
     if "all" in body and body["all"] is not True:
         raise StopRequestError(f"\"all\" may only be true (to stop every running training); {EXAMPLE}")
