@@ -8,7 +8,6 @@ or a name the file system cannot hold is a user error naming the limit, never "a
 from __future__ import annotations
 
 import shutil
-import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,6 @@ TINY = "messages_tiny.pth"
 GENERATOR = "messages_good.safetensors"
 SIZE = 64
 BOX = (10, 30, 5, 45)  # (y0, y1, x0, x1): 20 px at its narrowest
-BINARY_TEXT = 3  # ComfyUI's progress-text frame
 
 
 @pytest.fixture(scope="module")
@@ -74,18 +72,6 @@ def _fails(server: ComfyServer, prompt: dict[str, Any], node: str) -> str:
     return message
 
 
-def _texts(result: RunResult, node: str) -> list[str]:
-    """The progress texts the server sent for ``node`` during the run."""
-    out = []
-    for message in result.messages:
-        if message.binary_event == BINARY_TEXT and message.raw is not None:
-            body = message.raw[4:]
-            (length,) = struct.unpack(">I", body[:4])
-            if body[4:4 + length].decode() == node:
-                out.append(body[4 + length:].decode())
-    return out
-
-
 def _pixels(server: ComfyServer, result: RunResult, node: str) -> np.ndarray:
     (entry,) = result.output_images(node)
     return np.asarray(server.view_image(entry["filename"], entry["subfolder"], entry["type"]).convert("RGB"))
@@ -131,9 +117,9 @@ def test_a_feather_wider_than_the_mask_is_clamped_and_said(comfy_server: ComfySe
     assert np.array_equal(wide, fitted)
     assert np.array_equal(_pixels(comfy_server, result, "12"), _pixels(comfy_server, result, "14"))
     for node in ("4", "11"):
-        (note,) = _texts(result, node)
+        (note,) = result.texts(node)
         assert "feather 256 is wider than the mask's region (20 px across" in note and "used 20" in note, note
-    assert _texts(result, "6") == [] and _texts(result, "13") == []  # a feather that fits: no note
+    assert result.texts("6") == [] and result.texts("13") == []  # a feather that fits: no note
 
 
 def test_feather_tooltips_say_it_is_clamped(comfy_server: ComfyServer) -> None:
