@@ -68,8 +68,10 @@ class ImageDescriptors:
 def check_config(backbone: DinoBackbone, config: DescriptorConfig) -> int:
     """Validate a configuration for this backbone; returns the resolved block index.
 
-    A stride equal to or above the patch size means "the model's own stride"; a stride that
-    does not divide the patch is refused with the valid choices.
+    The stride must divide the patch size and not exceed it (the patch size itself is the
+    model's own grid); anything else is refused with the valid choices. A stride above the
+    patch would skip pixels between patches, which is no DINO grid at all: it used to be read
+    as "the model's own stride", so stride 32 on a patch-8 model ran while stride 3 was refused.
     """
     if config.facet not in FACETS:
         raise ValueError(f"facet {config.facet!r} is not one of {', '.join(FACETS)}")
@@ -77,12 +79,19 @@ def check_config(backbone: DinoBackbone, config: DescriptorConfig) -> int:
         raise ValueError(f"load size {config.load_size} is smaller than one {backbone.patch_size}px patch")
     if config.bin and config.hierarchy < 1:
         raise ValueError("log-binning needs a hierarchy of at least 1")
-    backbone.check_stride(effective_stride(backbone, config.stride))
+    patch = backbone.patch_size
+    if config.stride > patch:
+        divisors = [d for d in range(1, patch + 1) if patch % d == 0]
+        raise ValueError(f"stride {config.stride} is larger than the {patch}px patch of {backbone.name}; the "
+                         f"stride must divide the patch and not exceed it: use one of {divisors} ({patch} is "
+                         f"the model's own grid, smaller is denser).")
+    backbone.check_stride(config.stride)
     return backbone.resolve_layer(config.block)
 
 
 def effective_stride(backbone: DinoBackbone, stride: int) -> int:
-    """``stride`` when it is below the patch size, else the patch size (the model's own grid)."""
+    """``stride`` when it is below the patch size, else the patch size (the model's own grid).
+    :func:`check_config` refuses strides above the patch, so this only caps direct callers."""
     return backbone.patch_size if stride >= backbone.patch_size else int(stride)
 
 

@@ -8,6 +8,8 @@ Two small operations on images and masks (e.g. co-segmentation masks):
 - :func:`composite_in_mask` replaces a base image by an overlay inside a mask, with the mask's
   edge feathered (Gaussian), at the base image's full resolution; :func:`composite_into` does
   the same in place, chunk by chunk, for Splice Output's preallocated output of a long clip.
+  :func:`fit_feather` clamps a feather to the mask region's narrowest side (the nodes call it
+  and show its note): wider, the Gaussian spreads the mask so thin that the edit vanishes.
 """
 
 from __future__ import annotations
@@ -33,7 +35,17 @@ def _check_masks(images: Tensor, masks: Tensor, what: str) -> Tensor:
     if masks.shape[0] not in (1, images.shape[0]):
         raise ValueError(f"{what}: {masks.shape[0]} masks for {images.shape[0]} images; give one mask, or one "
                          f"per image.")
-    return masks.float()
+    masks = masks.float()
+    if masks.numel():
+        # Checked before the empty test: a NaN compares false with everything, so a NaN mask
+        # would otherwise be reported as empty. A min and a max (NaN propagates through both),
+        # not a bool copy of a clip's masks.
+        low, high = torch.aminmax(masks)
+        if not (math.isfinite(float(low)) and math.isfinite(float(high))):
+            bad = "NaN (not-a-number)" if math.isnan(float(low)) or math.isnan(float(high)) else "infinite"
+            raise ValueError(f"{what}: the mask holds {bad} values; a mask is 0..1 per pixel. Check the node "
+                             f"that made it (e.g. a division by zero in mask arithmetic).")
+    return masks
 
 
 def _empty(what: str, threshold: float) -> ValueError:
@@ -75,6 +87,26 @@ def region_masks(images: Tensor, masks: Tensor, what: str) -> Tensor:
     if masks.numel() == 0 or not float(masks.max()) > 0.5:  # a max, not a bool copy of a clip's masks
         raise _empty(what, 0.5)
     return masks
+
+
+def feather_limit(masks: Tensor, threshold: float = 0.5) -> int:
+    """The widest useful feather for masks [M, H, W]: the short side of the bounding box of every
+    pixel above ``threshold`` in any mask (one box for a clip's masks, from their per-pixel
+    maximum: no bool copy of the clip). A feather wider than the region blurs the mask away, so
+    the composite barely shows the edit (feather 256 on a 64 px object changes almost nothing)."""
+    top, bottom, left, right = mask_box(masks.amax(dim=0)[None], threshold=threshold)
+    return max(1, min(bottom - top, right - left))
+
+
+def fit_feather(masks: Tensor, feather: float, what: str = "feather") -> tuple[float, str | None]:
+    """``feather`` clamped to :func:`feather_limit` of the masks, and a one-line note for the
+    user when it was clamped (None when it fits)."""
+    limit = feather_limit(masks)
+    if feather <= limit:
+        return float(feather), None
+    return float(limit), (f"{what} {feather:g} is wider than the mask's region ({limit} px across at its "
+                          f"narrowest) and would blur the edit away: used {limit}. Set {what} to {limit} "
+                          f"or less to keep this message away.")
 
 
 def feather_mask(masks: Tensor, feather: float) -> Tensor:

@@ -280,3 +280,50 @@ def read_safetensors_header(path: str | os.PathLike, max_header_bytes: int
         raise ValueError(f"its header is damaged or the file is truncated "
                          f"({short_text(exc, 200)})") from None
     return tensors, metadata
+
+
+# --------------------------------------------------------------------------------------------
+# File names typed by users (save prefixes)
+
+NAME_MAX_BYTES = 255
+"""Longest file or folder name on Linux, macOS and Windows file systems (bytes of UTF-8)."""
+PATH_MAX_BYTES = 4096
+"""Longest path on Linux, including the terminating NUL byte."""
+
+_CONTROL_NAMES = {0: "NUL", 9: "a tab", 10: "a line break", 13: "a carriage return", 127: "DEL"}
+
+
+def check_file_name(prefix: str, what: str, folder: str, suffix: str = "",
+                    name_max: int = NAME_MAX_BYTES, path_max: int = PATH_MAX_BYTES) -> None:
+    """A user-typed relative file name (``prefix``, which may hold subfolders, to which
+    ``suffix`` is appended) that the file system can take inside ``folder``; otherwise a
+    ValueError that names the limit. Pure text checks, before anything touches the file
+    system: the OS would answer "embedded null byte" or "File name too long", which say nothing
+    about which input to fix.
+
+    Refused: control characters (NUL, line breaks...), text that is not valid Unicode, a folder
+    or file name over ``name_max`` bytes (the last one with ``suffix``), and a whole path of
+    ``path_max`` bytes or more (the limit counts a terminating NUL)."""
+    for position, char in enumerate(prefix):
+        code = ord(char)
+        if code < 32 or code == 127:
+            name = _CONTROL_NAMES.get(code, f"U+{code:04X}")
+            raise ValueError(f"{what} contains a control character ({name}, at character {position + 1}); file "
+                             f"names cannot hold control characters. Remove it.")
+    try:
+        encoded = prefix.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"{what} is not valid Unicode text (character {exc.start + 1}); retype it.") from None
+    parts = [part for part in re.split(r"[\\/]", prefix) if part]
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        size = len((part + suffix if last else part).encode("utf-8"))
+        if size > name_max:
+            with_suffix = f" with the {suffix!r} the node adds" if last and suffix else ""
+            room = f" to {name_max - len(suffix.encode())} bytes or less" if last and suffix else ""
+            raise ValueError(f"{what}: the name {short(part, 40)} is {size} bytes{with_suffix}; a file or "
+                             f"folder name may be at most {name_max} bytes. Shorten it{room}.")
+    full = len(os.path.join(folder, "").encode("utf-8", "surrogateescape")) + len(encoded) + len(suffix.encode())
+    if full >= path_max:
+        raise ValueError(f"{what} makes a path of {full} bytes (inside {short(folder, 80)}); a path may be at most "
+                         f"{path_max - 1} bytes. Shorten the prefix or use fewer subfolders.")

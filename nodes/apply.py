@@ -13,7 +13,7 @@ from . import host, names
 from .api import CATEGORY, io
 from .errors import readable_errors
 from .generators import check_generator, plan_apply, run_planned
-from .regions import mask_input
+from .regions import FEATHER_LIMIT_TIP, fitted_feather, mask_input
 from .types import SpliceGenerator
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class SpliceApply(io.ComfyNode):
                 io.Int.Input(
                     "feather", default=8, min=0, max=256, optional=True,
                     tooltip=("With a mask: soften its edge over about this many pixels (Gaussian, "
-                             "0 = hard edge), so the changed region has no seam.")),
+                             "0 = hard edge), so the changed region has no seam. " + FEATHER_LIMIT_TIP)),
             ],
             outputs=[
                 io.Image.Output("image", display_name="image",
@@ -76,6 +76,8 @@ class SpliceApply(io.ComfyNode):
         batch = host.image_to_core(images, "images")  # a view of the input, no copy
         # Checked before the generator runs: a wrong-size or empty mask fails at once.
         masks = None if mask is None else region_masks(batch, mask_input(mask, "mask"), "mask")
+        if masks is not None:
+            feather = fitted_feather(masks, feather)
         device = host.torch_device()
         frames, _, height, width = batch.shape
         # never more than there are frames: one photo with batch_size 4 plans (and, on a GPU,

@@ -50,8 +50,9 @@ def _descriptor_inputs(block: int, bin_default: bool) -> list[Any]:
                                "paper's choice), query, value, or the block's output token."),
         io.Int.Input("stride", default=4, min=1, max=32,
                      tooltip="Patch-embedding stride: below the patch size gives a denser grid (4 on a "
-                             "patch-8 ViT: 4x the tokens). Must divide the patch size; values at or "
-                             "above it use the model's own stride. Raise it if memory runs out."),
+                             "patch-8 ViT: 4x the tokens). Must divide the patch size and not exceed "
+                             "it (1, 2, 4 or 8 on a patch-8 ViT; the patch size is the model's own "
+                             "grid). Raise it if memory runs out."),
         io.Boolean.Input("bin", default=bin_default,
                          tooltip="Log-binning: each descriptor also averages its 3x3 and 9x9 "
                                  "neighbourhoods (17x wider; helps matching, costs memory)."),

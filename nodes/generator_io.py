@@ -18,6 +18,7 @@ import folder_paths
 from comfy.cli_args import args
 
 from ..comfy_splice.checkpoint import load_generator, save_generator
+from ..comfy_splice.validation import NAME_MAX_BYTES, PATH_MAX_BYTES, check_file_name
 from . import host, paths, names
 from .api import CATEGORY, io, ui
 from .errors import check_choice, readable_errors
@@ -38,6 +39,19 @@ def _workflow_metadata(prompt: object, extra_pnginfo: object) -> dict[str, str]:
         for key, value in extra_pnginfo.items():
             metadata[str(key)] = json.dumps(value)
     return metadata
+
+
+COUNTER_SUFFIX = "_00001_.safetensors"
+"""What the node appends to the prefix's last name (the counter grows past 5 digits only after 99999 saves)."""
+
+
+def _name_limits(folder: str) -> tuple[int, int]:
+    """(longest file name, longest path) in bytes on ``folder``'s file system; the usual Linux
+    limits when the system does not say (or the folder does not exist yet)."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX")), int(os.pathconf(folder, "PC_PATH_MAX"))
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no such folder yet
+        return NAME_MAX_BYTES, PATH_MAX_BYTES
 
 
 def _check_inside(save_dir: str, filename_prefix: str) -> None:
@@ -72,7 +86,8 @@ class SpliceSaveGenerator(io.ComfyNode):
                     "filename_prefix", default="splice/generator",
                     tooltip=("File name prefix inside models/splice_generators; a counter and "
                              ".safetensors are appended. May contain subfolders and %date% "
-                             "tokens like Save Image.")),
+                             "tokens like Save Image. No control characters; each name at most "
+                             "255 bytes (the last one with the counter and extension, so 236).")),
             ],
             outputs=[],
             hidden=[io.Hidden.prompt, io.Hidden.extra_pnginfo],
@@ -87,6 +102,9 @@ class SpliceSaveGenerator(io.ComfyNode):
             raise ValueError("filename_prefix is empty; give the file a name such as "
                              "'splice/generator'.")
         save_dir = paths.generator_folders()[0]
+        # Before anything touches the file system: the OS would only say "embedded null byte"
+        # or "File name too long", not which input to change.
+        check_file_name(filename_prefix, "filename_prefix", save_dir, COUNTER_SUFFIX, *_name_limits(save_dir))
         _check_inside(save_dir, filename_prefix)
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix,
                                                                                save_dir)

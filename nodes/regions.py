@@ -6,12 +6,20 @@ for 'Train Generator (Splice)', and put the Splice output back into A inside A's
 
 from __future__ import annotations
 
+import logging
+
 from torch import Tensor
 
-from ..comfy_splice.regions import composite_in_mask, crop_to_mask
+from ..comfy_splice.regions import composite_in_mask, crop_to_mask, fit_feather, region_masks
 from . import host, names
 from .api import CATEGORY, io
 from .errors import readable_errors
+
+log = logging.getLogger(__name__)
+
+FEATHER_LIMIT_TIP = ("At most the mask region's narrowest side (of the box around it): a wider "
+                     "feather blurs the mask away and the edit barely shows, so it is lowered to "
+                     "that and the node says so.")
 
 
 def mask_input(mask: object, name: str) -> Tensor:
@@ -19,6 +27,15 @@ def mask_input(mask: object, name: str) -> Tensor:
     if not isinstance(mask, Tensor) or mask.ndim not in (2, 3):
         raise ValueError(f"{name}: connect a MASK (e.g. from '{names.COSEGMENT}').")
     return mask.float() if mask.ndim == 3 else mask[None].float()
+
+
+def fitted_feather(masks: Tensor, feather: float) -> float:
+    """``feather`` clamped to the mask's region; the note, when clamped, is shown on the node."""
+    fitted, note = fit_feather(masks, float(feather))
+    if note is not None:
+        log.warning("Splice: %s", note)
+        host.show_text(note)
+    return fitted
 
 
 class SpliceCropToMask(io.ComfyNode):
@@ -71,7 +88,8 @@ class SpliceCompositeInMask(io.ComfyNode):
                                                   f"{names.APPLY} of A)."),
                 io.Mask.Input("mask", tooltip="Where the overlay goes, at the base's size (one, or one per image)."),
                 io.Int.Input("feather", default=8, min=0, max=256,
-                             tooltip="Soften the mask's edge over about this many pixels (0 = hard edge)."),
+                             tooltip="Soften the mask's edge over about this many pixels (0 = hard edge). "
+                                     + FEATHER_LIMIT_TIP),
             ],
             outputs=[io.Image.Output("image", display_name="image", tooltip="The composite, at the base's size.")],
         )
@@ -81,7 +99,8 @@ class SpliceCompositeInMask(io.ComfyNode):
     def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
         bottom = host.image_to_core(base, "base")
         top = host.image_to_core(overlay, "overlay")
-        out = composite_in_mask(bottom, top, mask_input(mask, "mask"), float(feather))
+        masks = mask_input(mask, "mask")
+        out = composite_in_mask(bottom, top, masks, fitted_feather(region_masks(bottom, masks, "mask"), feather))
         return io.NodeOutput(host.image_to_comfy(out))
 
 

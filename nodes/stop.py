@@ -6,27 +6,64 @@ registers itself here for its duration, keyed by (prompt id, node id), with an e
 loop reads before every step; the route sets that event. The state lives in this module, never on
 node classes, and an entry exists only while its training runs.
 
-``POST /splice/stop`` with JSON ``{"node_id": "6"}`` (optionally ``"prompt_id"``) stops the
-matching running trainings; without a node id it stops every running training. The answer lists
-what was stopped: ``{"stopped": [{"prompt_id": ..., "node_id": ...}]}`` (empty when nothing ran).
-The pack's web extension (``web/splice_stop.js``) calls it from the node's button.
+``POST /splice/stop`` takes a small JSON object and nothing else:
+
+- ``{"node_id": "6"}`` stops the running training of node 6 (what ``web/splice_stop.js`` sends
+  from the node's button); ``"prompt_id"`` (text) narrows it to one queued prompt;
+- ``{"all": true}`` stops every running training (optionally only those of ``"prompt_id"``).
+
+Anything else is refused with 400 and a one-line ``{"error": ...}`` before any training is
+touched: a body over :data:`MAX_BODY_BYTES` (413), text that is not JSON, any nesting (the
+request is one flat object), an unknown key (a typo such as ``"nodeid"`` must not stop every training), a node id
+that is not non-empty text, ``"all"`` other than ``true``, both ``node_id`` and ``"all"``, or
+neither. The answer lists the trainings this request asked to stop:
+``{"stopped": [{"prompt_id": ..., "node_id": ...}]}`` (empty when none matched); trainings that
+an earlier request already asked to stop are listed under ``"already_stopping"`` when there are any.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Any, Iterator
+
+from ..comfy_splice.validation import json_depth, json_type, short
 
 log = logging.getLogger(__name__)
 
 ROUTE = "/splice/stop"
+MAX_BODY_BYTES = 4096
+"""A stop request is a few dozen bytes; anything much larger is refused unread."""
+MAX_DEPTH = 1
+"""A stop request is one flat object: nothing in it is nested."""
+MAX_ID_CHARS = 200
+"""Node ids ("6", "12:5" inside a subgraph) and prompt ids (a UUID) are short."""
+EXAMPLE = 'send {"node_id": "<id of the Train Generator node>"}, or {"all": true} to stop every running training'
+KNOWN_KEYS = ("node_id", "prompt_id", "all")
 
 _lock = threading.Lock()
 _running: dict[tuple[str, str], threading.Event] = {}
 _routes_added = False
+
+
+class StopRequestError(ValueError):
+    """A stop request the route refuses; the text is the answer's one-line ``error``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """What a valid request asks for: one node's training, or (``node_id`` None) all of them."""
+
+    node_id: str | None
+    prompt_id: str | None
 
 
 @contextlib.contextmanager
@@ -49,20 +86,112 @@ def _matches(running_node: str, node_id: str) -> bool:
     return running_node == node_id or running_node.endswith(f":{node_id}")
 
 
-def request_stop(node_id: str | None = None, prompt_id: str | None = None) -> list[dict[str, str]]:
-    """Ask the matching running trainings to finish early; returns those that were asked."""
-    stopped = []
+def _ask(node_id: str | None, prompt_id: str | None,
+         all_runs: bool) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Set the stop event of the matching runs: (newly asked, asked before by another request)."""
+    if node_id is None and not all_runs:
+        raise ValueError("name the training to stop (node_id), or ask for all of them explicitly")
+    stopped, already = [], []
     with _lock:
         for (run_prompt, run_node), event in _running.items():
             if node_id is not None and not _matches(run_node, str(node_id)):
                 continue
             if prompt_id is not None and run_prompt != str(prompt_id):
                 continue
-            event.set()
-            stopped.append({"prompt_id": run_prompt, "node_id": run_node})
+            entry = {"prompt_id": run_prompt, "node_id": run_node}
+            if event.is_set():
+                already.append(entry)
+            else:
+                event.set()
+                stopped.append(entry)
     if stopped:
         log.info("Splice: stop and keep requested for %s", stopped)
-    return stopped
+    return stopped, already
+
+
+def request_stop(node_id: str | None = None, prompt_id: str | None = None, *,
+                 all_runs: bool = False) -> list[dict[str, str]]:
+    """Ask the matching running trainings to finish early; returns those this call asked (a run
+    an earlier call already asked is not listed again). Without ``node_id``, ``all_runs=True``
+    is required: stopping every training is never the accidental default."""
+    return _ask(node_id, prompt_id, all_runs)[0]
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON objects whose keys repeat are refused: which value counts would be a guess."""
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise StopRequestError(f"the key {short(key)} appears twice; {EXAMPLE}")
+        body[key] = value
+    return body
+
+
+def _id(body: dict[str, Any], key: str) -> str | None:
+    """An optional id: absent, or non-empty text of at most MAX_ID_CHARS characters."""
+    if key not in body:
+        return None
+    value = body[key]
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS:
+        got = (f"a string of {len(value)} characters" if value.strip() else "an empty string") \
+            if isinstance(value, str) else json_type(value)
+        raise StopRequestError(f"{key} must be non-empty text (at most {MAX_ID_CHARS} characters), got "
+                               f"{got}; {EXAMPLE}")
+    return value
+
+
+def _too_large() -> StopRequestError:
+    return StopRequestError(f"the request body is over {MAX_BODY_BYTES} bytes; {EXAMPLE}", status=413)
+
+
+def parse_stop_request(raw: bytes) -> StopRequest:
+    """The request in a body of at most MAX_BODY_BYTES, or StopRequestError with the reason.
+
+    Parsing is bounded: the size is checked first (the caller reads at most one byte more), then
+    the nesting is counted without parsing (``json_depth``), so ``json`` only ever sees a flat
+    object of a few KB; RecursionError, which Python's parser raises on deep nesting, is caught
+    all the same."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise _too_large()
+    try:
+        text = raw.decode("utf-8")
+        depth = json_depth(text)
+        if depth > MAX_DEPTH:
+            raise StopRequestError(f"the JSON is nested {depth} levels deep; a stop request is one flat "
+                                   f"object; {EXAMPLE}")
+        body = json.loads(text, object_pairs_hook=_no_duplicate_keys) if text.strip() else None
+    except RecursionError:
+        raise StopRequestError(f"the JSON is nested too deeply; {EXAMPLE}") from None
+    except StopRequestError:  # too deep, or a repeated key (from the hook)
+        raise
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError (both ValueErrors)
+        raise StopRequestError(f"the body is not JSON ({type(exc).__name__}); {EXAMPLE}") from None
+    if not isinstance(body, dict):
+        raise StopRequestError(f"the body must be a JSON object; {EXAMPLE}")
+    unknown = [key for key in body if key not in KNOWN_KEYS]
+    if unknown:
+        raise StopRequestError(f"unknown key {short(unknown[0])} (the keys are {', '.join(KNOWN_KEYS)}); {EXAMPLE}")
+    node_id, prompt_id = _id(body, "node_id"), _id(body, "prompt_id")
+    if "all" in body and body["all"] is not True:
+        raise StopRequestError(f"\"all\" may only be true (to stop every running training); {EXAMPLE}")
+    if node_id is not None and "all" in body:
+        raise StopRequestError(f"give either node_id or \"all\": true, not both; {EXAMPLE}")
+    if node_id is None and "all" not in body:
+        raise StopRequestError(f"the request names no training; {EXAMPLE}")
+    return StopRequest(node_id=node_id, prompt_id=prompt_id)
+
+
+async def _read_body(request: Any) -> bytes:
+    """At most MAX_BODY_BYTES + 1 bytes of the body: a declared larger one is refused unread."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise _too_large()
+    data = b""
+    while len(data) <= MAX_BODY_BYTES:
+        chunk = await request.content.read(MAX_BODY_BYTES + 1 - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def add_routes() -> None:
@@ -76,16 +205,15 @@ def add_routes() -> None:
 
     @prompt_server.routes.post(ROUTE)
     async def stop_training(request: web.Request) -> web.Response:
-        try:
-            body: Any = await request.json() if request.can_read_body else {}
-        except ValueError:
-            return web.json_response({"error": "send JSON such as {\"node_id\": \"6\"}"}, status=400)
-        if not isinstance(body, dict):
-            return web.json_response({"error": "send a JSON object such as {\"node_id\": \"6\"}"}, status=400)
-        node_id, prompt_id = body.get("node_id"), body.get("prompt_id")
-        stopped = request_stop(None if node_id is None else str(node_id),
-                               None if prompt_id is None else str(prompt_id))
-        return web.json_response({"stopped": stopped})
+        try:  # nothing is stopped unless the whole request is valid
+            wanted = parse_stop_request(await _read_body(request))
+        except StopRequestError as exc:
+            return web.json_response({"error": str(exc)}, status=exc.status)
+        stopped, already = _ask(wanted.node_id, wanted.prompt_id, all_runs=wanted.node_id is None)
+        answer: dict[str, Any] = {"stopped": stopped}
+        if already:
+            answer["already_stopping"] = already
+        return web.json_response(answer)
 
     _routes_added = True
 

@@ -134,6 +134,18 @@ class RunResult:
         return [(m.data["value"], m.data["max"]) for m in self.of_type("progress")
                 if node_id is None or str(m.data.get("node")) == str(node_id)]
 
+    def texts(self, node_id: str) -> list[str]:
+        """The progress texts (ComfyUI's binary TEXT frames, drawn under a node's widgets) sent
+        for one node during the run, in order."""
+        out = []
+        for message in self.messages:
+            if message.binary_event == BINARY_TEXT and message.raw is not None:
+                body = message.raw[4:]
+                (length,) = struct.unpack(">I", body[:4])
+                if body[4:4 + length].decode() == str(node_id):
+                    out.append(body[4 + length:].decode())
+        return out
+
     def executed_nodes(self) -> list[str]:
         return [str(m.data.get("node")) for m in self.of_type("executed")]
 

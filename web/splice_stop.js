@@ -14,7 +14,8 @@ async function stopAndKeep(node, widget) {
     body: JSON.stringify({ node_id: String(node.id) }),
   });
   const answer = await response.json();
-  const stopped = (answer.stopped || []).length;
+  // "already_stopping": a second click while the first is being honoured
+  const stopped = (answer.stopped || []).length + (answer.already_stopping || []).length;
   widget.label = stopped ? "Stopping: keeping the steps done" : "Stop and keep (not training)";
   node.setDirtyCanvas(true, true);
   setTimeout(() => { widget.label = BUTTON; node.setDirtyCanvas(true, true); }, 3000);
