@@ -9,7 +9,7 @@ on for ``--regular-steps`` pairs of a regular and a full-image step. It prints p
 (the largest peak of that kind):
 
 * tensors: the peak of live plus saved tensor bytes, measured by
-  comfy_splice.memory.TensorPeakTracker (a TorchDispatchMode that sees every tensor an op
+  comfy_splice.measure.TensorPeakTracker (a TorchDispatchMode that sees every tensor an op
   creates, autograd's saved tensors and the backward pass included, and counts each storage
   once while it is alive), plus the weights and images that exist before the step. This is
   what a GPU would need at least, without allocator rounding or library workspaces;
@@ -76,8 +76,10 @@ def _measure(model: str, size: str, regular_steps: int) -> dict[str, float]:
     import torch
 
     from comfy_splice.backbone import build_backbone
-    from comfy_splice.memory import TensorPeakTracker, estimate_training_peak, vit_shape
-    from comfy_splice.train import SpliceTrainer, TrainConfig
+    from comfy_splice.measure import TensorPeakTracker
+    from comfy_splice.memory import estimate_training_peak, vit_shape
+    from comfy_splice.run import TrainConfig
+    from comfy_splice.train import SpliceTrainer
 
     width, height = (int(v) for v in size.lower().split("x"))
     gen = torch.Generator().manual_seed(0)
@@ -116,7 +118,8 @@ def _measure_apply(size: str, mode: str, band_mb: float, repeats: int, single_ru
     import torch
 
     from comfy_splice.generator import apply_generator, build_generator
-    from comfy_splice.memory import TensorPeakTracker, estimate_apply_peak, estimate_streamed_peak
+    from comfy_splice.measure import TensorPeakTracker
+    from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak
     from comfy_splice.streaming import HostStore, stream_generator
 
     width, height = (int(v) for v in size.lower().split("x"))

@@ -1,46 +1,31 @@
-"""Memory: what a training run or a generator pass will need, what is free, and giving it back.
+"""Memory: what a training run or a generator pass will need, and whether it fits what is free.
 
-Three parts, all independent of ComfyUI:
-
-* :func:`estimate_training_peak` / :func:`estimate_apply_peak`: pure functions of the image
-  sizes and the ViT's shape that give an upper bound of the peak bytes of tensors (live plus
-  saved for backward). :func:`estimate_streamed_peak` does the same for Splice Output's
-  streamed path (``comfy_splice/streaming.py``), in two parts: the host store and the device's
-  bands; :func:`streamed_band_that_fits` picks the band for what is free or names the image size
-  that would fit. The coefficients were fitted to :class:`TensorPeakTracker` measurements
-  (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py`` checks that the
-  estimate stays above the measured peak and not absurdly so. On the CPU the process grows by
-  more than its tensors; every estimate takes an ``overhead`` factor for that
-  (:func:`overhead_for`, :data:`CPU_RESIDENT_OVERHEAD`).
-* :class:`TensorPeakTracker`: a device-independent measurement. It watches every tensor an op
-  creates (a ``TorchDispatchMode``, so autograd's saved tensors and the backward pass are seen
-  too), keeps a weak reference to each distinct storage, and records the largest sum of live
-  storage bytes. That is what a GPU's caching allocator must at least provide, without its
-  rounding, fragmentation or library workspaces.
-* :func:`release_heap`: glibc keeps freed heap pages inside the process; ``malloc_trim(0)``
-  hands them back to the system after a large run.
+All independent of ComfyUI: :func:`estimate_training_peak` / :func:`estimate_apply_peak` are
+pure functions of the image sizes and the ViT's shape that give an upper bound of the peak bytes
+of tensors (live plus saved for backward). :func:`estimate_streamed_peak` does the same for
+Splice Output's streamed path (``comfy_splice/streaming.py``), in two parts: the RAM store and
+the device's bands; :func:`streamed_band_that_fits` picks the band for what is free or names the
+image size that would fit. The coefficients were fitted to ``comfy_splice.measure``'s
+TensorPeakTracker (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py``
+checks that the estimate stays above the measured peak and not absurdly so. On the CPU the
+process grows by more than its tensors; every estimate takes an ``overhead`` factor for that
+(:func:`overhead_for`, :data:`CPU_RESIDENT_OVERHEAD`). Refusals, their unit and their advice
+follow ``comfy_splice.refusal``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
 
 import torch
-from torch import Tensor
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from . import streaming
+from .refusal import MemoryBudgetError, downscale_advice, format_bytes
 
 log = logging.getLogger(__name__)
 
-GIB = 1 << 30
 MIB = 1 << 20
 
 # Bytes per pixel of the generator, measured with TensorPeakTracker (fp32) and rounded up.
@@ -206,10 +191,7 @@ def streamed_band_that_fits(height: int, width: int, device_free: int, host_free
     else:
         streamed = f"{format_bytes(host_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
         available = f"{format_bytes(host_free)} of RAM and {format_bytes(device_free)} of {where}"
-    fit_h, fit_w = int(height * low), int(width * low)
-    advice = (f"an image of about {fit_w}x{fit_h} would fit; downscale the images (e.g. 'Upscale "
-              f"Image By' with a scale of {math.floor(low * 100) / 100:g}) or free memory"
-              if fit_h >= 1 and fit_w >= 1 else "free memory (close other programs or models)")
+    advice = downscale_advice(height, width, low)
     raise MemoryBudgetError(
         f"Applying the generator to a {width}x{height} image needs about "
         f"{format_bytes(estimate_apply_peak(height, width, 1, factor))} of {where} at once, and even "
@@ -270,15 +252,6 @@ def _scaled_pair(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
     return scaled_size(*structure_hw, max_megapixels), scaled_size(*appearance_hw, max_megapixels)
 
 
-def format_bytes(value: float) -> str:
-    """``1.23 GB`` style (decimal GB, as memory is sold and shown by system monitors)."""
-    return f"{value / 1e9:.2f} GB"
-
-
-class MemoryBudgetError(ValueError):
-    """The work would need more memory than is free; the message names what would fit."""
-
-
 def check_training_fits(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
                         vit: ViTShape, free: int, full_image: bool = True,
                         where: str = "memory", option: str = "max_megapixels",
@@ -314,87 +287,8 @@ def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
             return batch
     pixels = max(0, int(free / overhead - FIXED_OVERHEAD) // (GEN_APPLY_BYTES_PER_PIXEL + 24))
     scale = math.sqrt(pixels / (height * width)) if pixels else 0.0
-    fit = (f"an image of about {int(width * scale)}x{int(height * scale)} would fit; downscale the "
-           f"images (e.g. 'Upscale Image By' with a scale of {math.floor(scale * 100) / 100:g}) "
-           f"or free memory" if scale > 0 else "free memory (close other programs or models)")
+    fit = downscale_advice(height, width, scale)
     raise MemoryBudgetError(
         f"Applying the generator to a {width}x{height} image needs about "
         f"{format_bytes(estimate_apply_peak(height, width, 1, overhead))} of {where}, but only "
         f"{format_bytes(free)} is free: {fit}.")
-
-
-class TensorPeakTracker(TorchDispatchMode):
-    """Peak bytes of live tensor storages created while the mode is active (plus a baseline).
-
-    Every op's outputs are seen at the dispatcher, below autograd, so tensors that autograd
-    saves for backward, the backward pass itself and checkpoint recomputation are all counted.
-    Storages are identified by a weak reference, so views and in-place results are counted
-    once and a storage stops counting when it is freed. ``baseline`` adds tensors that existed
-    before (weights, input images): pass them to :meth:`add`. ``ignore(storage)`` leaves out
-    storages that are not the device's, e.g. views of a streamed pass's host store
-    (``HostStore.owns``), so that what is counted is the device part alone.
-    """
-
-    def __init__(self, ignore: Callable[[torch.UntypedStorage], bool] | None = None) -> None:
-        super().__init__()
-        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self._ignore = ignore
-        self.current = 0
-        self.peak = 0
-
-    def add(self, tensors: Iterable[Tensor]) -> None:
-        """Count tensors created before the mode (they stay live as long as they exist)."""
-        for tensor in tensors:
-            self._track(tensor)
-
-    def _track(self, tensor: Tensor) -> None:
-        storage = tensor.untyped_storage()
-        key = storage._cdata
-        if key in self._live and not self._live[key][0].expired():
-            return
-        if self._ignore is not None and self._ignore(storage):
-            return
-        size = storage.nbytes()
-        self._live[key] = (StorageWeakRef(storage), size)
-        self.current += size
-
-    def _prune(self) -> None:
-        dead = [k for k, (ref, _) in self._live.items() if ref.expired()]
-        for key in dead:
-            self.current -= self._live.pop(key)[1]
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        self._prune()
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, Tensor) and leaf.device.type != "meta":
-                self._track(leaf)
-        self.peak = max(self.peak, self.current)
-        return out
-
-    def reset_peak(self) -> None:
-        """Start a new peak from what is live now."""
-        self._prune()
-        self.peak = self.current
-
-
-_LIBC: Any = None
-
-
-def release_heap() -> bool:
-    """Return freed heap memory to the system (glibc ``malloc_trim(0)``); False elsewhere.
-
-    After a large run the allocator keeps freed pages for reuse, so the process stays several
-    GB larger than what it holds. Harmless and cheap (milliseconds) when there is nothing to give.
-    """
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            lib = ctypes.CDLL(name) if name else None
-        except OSError:
-            lib = None
-        _LIBC = lib if lib is not None and hasattr(lib, "malloc_trim") else False
-    if not _LIBC:
-        return False
-    return bool(_LIBC.malloc_trim(0))

@@ -84,7 +84,7 @@ class HostStore:
     """The full-resolution maps of one streamed pass, in host memory.
 
     Arrays are allocated by numpy, outside torch's allocators, so nothing here ever lands on
-    the device, and a :class:`~comfy_splice.memory.TensorPeakTracker` can tell the store's bytes
+    the device, and a :class:`~comfy_splice.measure.TensorPeakTracker` can tell the store's bytes
     from the device's bands (``ignore=store.owns``). ``current`` and ``peak`` count the bytes of
     the maps alive now and at most.
     """

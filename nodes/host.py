@@ -27,7 +27,7 @@ from comfy.cli_args import args
 
 from ..comfy_splice.backbone import DinoBackbone
 from .errors import check_finite_image
-from ..comfy_splice.memory import release_heap
+from ..comfy_splice.measure import release_heap
 
 log = logging.getLogger(__name__)
 

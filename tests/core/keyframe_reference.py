@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from comfy_splice.backbone import load_backbone, save_tiny_backbone
-from comfy_splice.train import TrainConfig, train_generator
+from comfy_splice.run import TrainConfig
+from comfy_splice.train import train_generator
 
 from .conftest import synthetic_image
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from comfy_splice.generator import MIN_SIDE, SpliceGenerator, build_generator
-from comfy_splice.memory import (STREAM_HOST_BYTES_PER_PIXEL, MemoryBudgetError, TensorPeakTracker,
-                                 estimate_apply_peak, estimate_streamed_peak, streamed_band_that_fits)
+from comfy_splice.measure import TensorPeakTracker
+from comfy_splice.memory import (STREAM_HOST_BYTES_PER_PIXEL, MemoryBudgetError, estimate_apply_peak,
+                                 estimate_streamed_peak, streamed_band_that_fits)
 from comfy_splice.streaming import DEFAULT_BAND_BYTES, HostStore, plan, stream_generator
 
 from .conftest import synthetic_image
