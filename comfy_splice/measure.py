@@ -30,8 +30,8 @@ class TensorPeakTracker(TorchDispatchMode):
     Storages are identified by a weak reference, so views and in-place results are counted
     once and a storage stops counting when it is freed. ``baseline`` adds tensors that existed
     before (weights, input images): pass them to :meth:`add`. ``ignore(storage)`` leaves out
-    storages that are not the device's, e.g. views of a streamed pass's host store
-    (``HostStore.owns``), so that what is counted is the device part alone.
+    storages that are not the device's, e.g. views of a streamed pass's RAM store
+    (``RamStore.owns``), so that what is counted is the device part alone.
     """
 
     def __init__(self, ignore: Callable[[torch.UntypedStorage], bool] | None = None) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from . import streaming
-from .refusal import MemoryBudgetError, downscale_advice, format_bytes
+from .refusal import MemoryBudgetError, downscale_advice, format_bytes, memory_refusal
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +138,8 @@ def estimate_streamed_peak(height: int, width: int,
                            band_bytes: int = streaming.DEFAULT_BAND_BYTES) -> streaming.StreamPlan:
     """Host and device bytes of one streamed generator pass over a ``height`` x ``width`` image.
 
-    ``host_bytes``: the host store's peak, exact (the plan walks the pass itself): about
-    ``STREAM_HOST_BYTES_PER_PIXEL`` per pixel of the image padded to a multiple of 32.
+    ``ram_bytes``: the RAM store's peak, exact (the plan walks the pass itself): about
+    ``STREAM_RAM_BYTES_PER_PIXEL`` per pixel of the image padded to a multiple of 32.
     ``device_bytes``: an upper bound of the device's tensors, the largest band (at most
     ``band_bytes`` unless one row of a layer is larger) plus the weights and small tensors.
     The caller's input image and output buffer are not included.
@@ -147,9 +147,9 @@ def estimate_streamed_peak(height: int, width: int,
     return streaming.plan(height, width, band_bytes)
 
 
-# The host store's peak per padded pixel (the top level's merge: its 16-channel 3x3 output and
+# The RAM store's peak per padded pixel (the top level's merge: its 16-channel 3x3 output and
 # the 32-channel level below at a quarter of the pixels); estimate_streamed_peak computes it.
-STREAM_HOST_BYTES_PER_PIXEL = 96
+STREAM_RAM_BYTES_PER_PIXEL = 96
 
 
 @dataclass(frozen=True)
@@ -158,61 +158,60 @@ class StreamedFit:
 
     band_bytes: int
     device_bytes: int
-    host_bytes: int
+    ram_bytes: int
 
 
-def streamed_band_that_fits(height: int, width: int, device_free: int, host_free: int,
+def streamed_band_that_fits(height: int, width: int, device_free: int, ram_free: int,
                             shared: bool, where: str = "memory", overhead: float = 1.0) -> StreamedFit:
     """The band size for a streamed pass over one image with ``device_free`` bytes free on the
-    device and ``host_free`` in RAM (``shared``: the device is the CPU, so both come out of the
+    device and ``ram_free`` in RAM (``shared``: the device is the CPU, so both come out of the
     same RAM, each byte of tensors costing ``overhead`` bytes of it), counting the image's output
-    (float32, 12 bytes per pixel) as host memory too.
+    (float32, 12 bytes per pixel) as RAM too.
 
     Raises MemoryBudgetError naming the largest image of the same aspect ratio that would fit
     when even one-row bands do not.
     """
     factor = overhead if shared else 1.0
-    need = _streamed_need(height, width, device_free, host_free, shared, factor)
+    need = _streamed_need(height, width, device_free, ram_free, shared, factor)
     if need is not None:
         return need
     low, high = 0.0, 1.0
     for _ in range(24):
         mid = (low + high) / 2
         h, w = max(1, int(height * mid)), max(1, int(width * mid))
-        if _streamed_need(h, w, device_free, host_free, shared, factor) is not None:
+        if _streamed_need(h, w, device_free, ram_free, shared, factor) is not None:
             low = mid
         else:
             high = mid
     smallest = streaming.plan(height, width, 0)
-    host_need = int((smallest.host_bytes + 12 * height * width) * factor)
+    ram_need = int((smallest.ram_bytes + 12 * height * width) * factor)
     if shared:
-        streamed = f"{format_bytes(host_need + smallest.device_bytes * factor)} of {where}"
-        available = f"{format_bytes(host_free)}"
+        streamed = f"{format_bytes(ram_need + smallest.device_bytes * factor)} of {where}"
+        available = f"{format_bytes(ram_free)}"
     else:
-        streamed = f"{format_bytes(host_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
-        available = f"{format_bytes(host_free)} of RAM and {format_bytes(device_free)} of {where}"
-    advice = downscale_advice(height, width, low)
-    raise MemoryBudgetError(
-        f"Applying the generator to a {width}x{height} image needs about "
+        streamed = f"{format_bytes(ram_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
+        available = f"{format_bytes(ram_free)} of RAM and {format_bytes(device_free)} of {where}"
+    raise memory_refusal(
+        f"Applying the generator to a {width}x{height} image",
         f"{format_bytes(estimate_apply_peak(height, width, 1, factor))} of {where} at once, and even "
-        f"streamed in bands (a few rows at a time on the device) {streamed}, but only "
-        f"{available} is free: {advice}.")
+        f"streamed in bands (a few rows at a time on the device) {streamed}", available,
+        downscale_advice(height, width, low))
 
 
-def _streamed_need(height: int, width: int, device_free: int, host_free: int,
+def _streamed_need(height: int, width: int, device_free: int, ram_free: int,
                    shared: bool, factor: float = 1.0) -> StreamedFit | None:
     """The largest useful band that fits, or None when even one-row bands do not (``factor``:
     bytes of RAM per byte of tensors, shared device only)."""
     smallest = streaming.plan(height, width, 0)
     output = 12 * height * width
-    host = int((smallest.host_bytes + output) * factor)
-    if host > host_free:
+    ram = int((smallest.ram_bytes + output) * factor)
+    if ram > ram_free:
         return None
-    room = int((host_free - host) / factor if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
+    room = int((ram_free - ram) / factor if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
     if room < smallest.band_bytes:
         return None
     chosen = streaming.plan(height, width, min(room, streaming.DEFAULT_BAND_BYTES))
-    return StreamedFit(min(room, streaming.DEFAULT_BAND_BYTES), chosen.device_bytes, chosen.host_bytes)
+    return StreamedFit(min(room, streaming.DEFAULT_BAND_BYTES), chosen.device_bytes, chosen.ram_bytes)
 
 
 def megapixels_that_fit(budget: int, structure_hw: tuple[int, int],
@@ -265,17 +264,16 @@ def check_training_fits(structure_hw: tuple[int, int], appearance_hw: tuple[int,
     fits = megapixels_that_fit(free, structure_hw, appearance_hw, vit, full_image, keyframes, overhead)
     (sh, sw), (ah, aw) = structure_hw, appearance_hw
     if fits <= 0:
-        advice = "Even a small image does not fit: free memory (close other programs or models)."
+        advice = "even a small image does not fit; free memory (close other programs or models)"
     else:
         th, tw = scaled_size(sh, sw, fits)
         fewer = ", use fewer keyframes" if keyframes > 1 else ""
-        advice = (f"Set {option} to {fits:g} or less (the structure image would train at "
-                  f"{tw}x{th}; the result is still written at {sw}x{sh}){fewer}, or free memory.")
+        advice = (f"set {option} to {fits:g} or less (the structure image would train at "
+                  f"{tw}x{th}; the result is still written at {sw}x{sh}){fewer}, or free memory")
     structure = (f"{keyframes} {sw}x{sh} structure keyframes" if keyframes > 1
                  else f"a {sw}x{sh} structure image")
-    raise MemoryBudgetError(
-        f"Training on {structure} and a {aw}x{ah} appearance image needs about "
-        f"{format_bytes(need)} of {where}, but only {format_bytes(free)} is free. {advice}")
+    raise memory_refusal(f"Training on {structure} and a {aw}x{ah} appearance image",
+                         f"{format_bytes(need)} of {where}", format_bytes(free), advice)
 
 
 def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
@@ -287,8 +285,6 @@ def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
             return batch
     pixels = max(0, int(free / overhead - FIXED_OVERHEAD) // (GEN_APPLY_BYTES_PER_PIXEL + 24))
     scale = math.sqrt(pixels / (height * width)) if pixels else 0.0
-    fit = downscale_advice(height, width, scale)
-    raise MemoryBudgetError(
-        f"Applying the generator to a {width}x{height} image needs about "
-        f"{format_bytes(estimate_apply_peak(height, width, 1, overhead))} of {where}, but only "
-        f"{format_bytes(free)} is free: {fit}.")
+    raise memory_refusal(f"Applying the generator to a {width}x{height} image",
+                         f"{format_bytes(estimate_apply_peak(height, width, 1, overhead))} of {where}",
+                         format_bytes(free), downscale_advice(height, width, scale))

@@ -33,6 +33,13 @@ def format_bytes(value: float) -> str:
     return f"{value / GIB:.2f} GiB"
 
 
+def memory_refusal(what: str, need: str, available: str, advice: str,
+                   kind: type[MemoryBudgetError] = MemoryBudgetError) -> MemoryBudgetError:
+    """The one sentence of every memory refusal: what needs how much (``need``, e.g. '1.20 GiB
+    of RAM'), what is free (``available``), and what to lower or change (``advice``)."""
+    return kind(f"{what} needs about {need}, but only {available} is free: {advice}.")
+
+
 def mentions_out_of_memory(text: str) -> bool:
     """Whether an error's text reports that an allocation failed (any allocator's wording)."""
     lowered = text.lower()

@@ -6,7 +6,7 @@ import logging
 
 from ..comfy_splice.backbone import (WeightsError, download_url, download_weights, load_backbone,
                                      missing_weights_message, official_model)
-from . import host, names, paths
+from . import comfy_runtime as rt, names, paths
 from .api import CATEGORY, io
 from .errors import check_choice, readable_errors
 from .types import DinoHandle, SpliceDino
@@ -69,7 +69,7 @@ class SpliceLoadDINO(io.ComfyNode):
         path = paths.find_dino(model_name)
         if path is None:
             path = _fetch_missing(model_name, download_if_missing)
-        backbone = load_backbone(path, cancel=host.check_interrupt)
+        backbone = load_backbone(path, cancel=rt.check_interrupt)
         log.info("Splice: loaded DINO-ViT %s from %s", backbone.name, path)
         return io.NodeOutput(DinoHandle(backbone=backbone, file_name=model_name, path=path))
 
@@ -87,4 +87,4 @@ def _fetch_missing(model_name: str, download: bool) -> str:
             f"{missing_weights_message(model_name, folder)} To let this node download it, turn on "
             f"'download_if_missing'.")
     log.info("Splice: downloading %s into %s", download_url(official_model(model_name)), folder)
-    return str(download_weights(model_name, folder, progress=host.ByteProgress()))
+    return str(download_weights(model_name, folder, progress=rt.ByteProgress()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..comfy_splice.regions import composite_in_mask, crop_to_mask
-from . import host, names
+from . import comfy_runtime as rt, names
 from .api import CATEGORY, io
 from .errors import readable_errors
 
@@ -48,8 +48,8 @@ class SpliceCropToMask(io.ComfyNode):
     @classmethod
     @readable_errors(names.CROP)
     def execute(cls, image: Tensor, mask: object, margin: float = 0.05) -> io.NodeOutput:
-        images = host.image_to_core(image, "image")
-        return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, mask_input(mask, "mask"), margin)))
+        images = rt.image_to_core(image, "image")
+        return io.NodeOutput(rt.image_to_comfy(crop_to_mask(images, mask_input(mask, "mask"), margin)))
 
 
 class SpliceCompositeInMask(io.ComfyNode):
@@ -79,10 +79,10 @@ class SpliceCompositeInMask(io.ComfyNode):
     @classmethod
     @readable_errors(names.COMPOSITE)
     def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
-        bottom = host.image_to_core(base, "base")
-        top = host.image_to_core(overlay, "overlay")
+        bottom = rt.image_to_core(base, "base")
+        top = rt.image_to_core(overlay, "overlay")
         out = composite_in_mask(bottom, top, mask_input(mask, "mask"), float(feather))
-        return io.NodeOutput(host.image_to_comfy(out))
+        return io.NodeOutput(rt.image_to_comfy(out))
 
 
 NODES = (SpliceCropToMask, SpliceCompositeInMask)

@@ -210,7 +210,7 @@ def test_budget_refusal_names_the_size_that_fits(tiny_backbone: DinoBackbone) ->
     photo = (3024, 4032)
     need = estimate_training_peak(photo, photo, vit)
     budget = need // 4
-    with pytest.raises(MemoryBudgetError, match=r"Set max_megapixels to [0-9.]+ or less") as info:
+    with pytest.raises(MemoryBudgetError, match=r"set max_megapixels to [0-9.]+ or less") as info:
         check_training_fits(photo, photo, vit, budget)
     message = str(info.value)
     assert "4032x3024" in message and "written at 4032x3024" in message
