@@ -29,8 +29,10 @@ class MemoryBudgetError(SpliceRefusal):
 
 
 def format_bytes(value: float) -> str:
-    """``1.23 GiB``: the one unit every memory message of the pack uses."""
-    return f"{value / GIB:.2f} GiB"
+    """``1.23 GiB``: the one unit every memory message of the pack uses (four decimals under
+    0.01 GiB, so that a small budget does not read as nothing)."""
+    gib = value / GIB
+    return f"{gib:.2f} GiB" if abs(gib) >= 0.01 or gib == 0 else f"{gib:.4f} GiB"
 
 
 def memory_refusal(what: str, need: str, available: str, advice: str,
