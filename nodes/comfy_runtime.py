@@ -135,11 +135,6 @@ def release_memory() -> None:
     release_heap()
 
 
-def soft_empty_cache() -> None:
-    """Return cached allocator blocks to the driver (a no-op on the CPU)."""
-    mm.soft_empty_cache()
-
-
 def release_frames(exc: BaseException) -> None:
     """Drop the locals of the frames an exception passed through (the trainer, the ViT copy).
 
@@ -241,12 +236,12 @@ def between_passes(device: torch.device) -> Callable[[], None]:
 
 
 @contextlib.contextmanager
-def memory_guard(device: torch.device, what: str | Callable[[], str], advice: str) -> Iterator[None]:
+def memory_guard(device: torch.device, what: str, advice: str) -> Iterator[None]:
     """The one clean-up of every node that holds large tensors, around its work.
 
     On any error the frames it passed through drop their locals (:func:`release_frames`), and
     running out of memory becomes :func:`out_of_memory`'s message (``what`` was being done,
-    ``advice`` names what to lower; a callable ``what`` is asked only then). Always, afterwards,
+    ``advice`` names what to lower). Always, afterwards,
     the cache is emptied and the heap trimmed (:func:`release_memory`).
     """
     try:
@@ -254,7 +249,7 @@ def memory_guard(device: torch.device, what: str | Callable[[], str], advice: st
     except BaseException as exc:  # re-raised, as it is or as the out-of-memory message
         release_frames(exc)
         if is_out_of_memory(exc):
-            raise out_of_memory(exc, device, what() if callable(what) else what, advice) from None
+            raise out_of_memory(exc, device, what, advice) from None
         raise
     finally:
         release_memory()
