@@ -208,7 +208,8 @@ def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor"
     trainer's warm-up is a regular one: the benchmarks time the trainer's own ``step()`` and
     need no copy of its schedule. Warm up for at least ``WARMUP_STEPS`` untimed steps."""
     from comfy_splice.dino.fixtures import build_backbone
-    from comfy_splice.train import SpliceTrainer, TrainConfig
+    from comfy_splice.run import TrainConfig
+    from comfy_splice.train import SpliceTrainer
 
     backbone = build_backbone(model, device=device, seed=seed)
     config = TrainConfig(seed=seed, dtype=dtype, full_image_every=0)
@@ -217,7 +218,7 @@ def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor"
 
 def ours_warmup_steps() -> int:
     """Steps before ours runs regular steps (step 0 is appearance-only): TrainConfig's value."""
-    from comfy_splice.train import TrainConfig
+    from comfy_splice.run import TrainConfig
 
     return TrainConfig().warmup_steps
 

@@ -9,7 +9,7 @@ on for ``--regular-steps`` pairs of a regular and a full-image step. It prints p
 (the largest peak of that kind):
 
 * tensors: the peak of live plus saved tensor bytes, measured by
-  comfy_splice.memory.TensorPeakTracker (a TorchDispatchMode that sees every tensor an op
+  comfy_splice.measure.TensorPeakTracker (a TorchDispatchMode that sees every tensor an op
   creates, autograd's saved tensors and the backward pass included, and counts each storage
   once while it is alive), plus the weights and images that exist before the step. This is
   what a GPU would need at least, without allocator rounding or library workspaces;
@@ -24,10 +24,10 @@ With ``--apply`` it measures Splice Output instead, plain against streamed
 
 * plain: one whole image through the generator (what Splice Output does when it fits);
 * streamed: the same image layer by layer in bands of ``--band-mb``, the full-resolution layers
-  in the host store;
+  in the RAM store;
 
 and prints per mode the peak of tensor bytes on the device (TensorPeakTracker; the streamed
-pass's host store is left out and printed on its own, as are the caller's input image and
+pass's RAM store is left out and printed on its own, as are the caller's input image and
 output buffer), the pack's estimate, seconds (median of ``--repeats``; one run from
 ``--single-run-mp`` megapixels up) and the child's peak RSS. With ``--device cuda`` it prints
 torch's own ``max_memory_allocated`` too.
@@ -76,8 +76,10 @@ def _measure(model: str, size: str, regular_steps: int) -> dict[str, float]:
     import torch
 
     from comfy_splice.dino.fixtures import build_backbone
-    from comfy_splice.memory import TensorPeakTracker, estimate_training_peak, vit_shape
-    from comfy_splice.train import SpliceTrainer, TrainConfig
+    from comfy_splice.measure import TensorPeakTracker
+    from comfy_splice.memory import estimate_training_peak, vit_shape
+    from comfy_splice.run import TrainConfig
+    from comfy_splice.train import SpliceTrainer
 
     width, height = (int(v) for v in size.lower().split("x"))
     gen = torch.Generator().manual_seed(0)
@@ -116,8 +118,9 @@ def _measure_apply(size: str, mode: str, band_mb: float, repeats: int, single_ru
     import torch
 
     from comfy_splice.generator import apply_generator, build_generator
-    from comfy_splice.memory import TensorPeakTracker, estimate_apply_peak, estimate_streamed_peak
-    from comfy_splice.streaming import HostStore, stream_generator
+    from comfy_splice.measure import TensorPeakTracker
+    from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak
+    from comfy_splice.streaming import RamStore, stream_generator
 
     width, height = (int(v) for v in size.lower().split("x"))
     device = torch.device(device_name)
@@ -126,7 +129,7 @@ def _measure_apply(size: str, mode: str, band_mb: float, repeats: int, single_ru
     image = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(0))
     out = torch.empty_like(image)
 
-    def run(store: HostStore | None = None) -> None:
+    def run(store: RamStore | None = None) -> None:
         if mode == "plain":
             apply_generator(generator, image, device, batch_size=1, out=out)
         else:
@@ -141,7 +144,7 @@ def _measure_apply(size: str, mode: str, band_mb: float, repeats: int, single_ru
         run()
         seconds.append(time.perf_counter() - start)
     result: dict[str, float] = {"seconds": statistics.median(seconds), "runs": runs}
-    store = HostStore()
+    store = RamStore()
     tracker = TensorPeakTracker(ignore=store.owns)
     tracker.add([image, out])
     caller = tracker.current
@@ -159,7 +162,7 @@ def _measure_apply(size: str, mode: str, band_mb: float, repeats: int, single_ru
         plan = estimate_streamed_peak(height, width, band)
         result["host_mib"] = store.peak / 2**20
         result["estimate_device_mib"] = plan.device_bytes / 2**20
-        result["estimate_host_mib"] = plan.host_bytes / 2**20
+        result["estimate_host_mib"] = plan.ram_bytes / 2**20
     result["rss_peak_mib"] = _common.peak_rss_mib()
     return result
 
@@ -169,10 +172,10 @@ def _apply_table(args: argparse.Namespace) -> None:
     print(_common.machine_line())
     print(f"Splice Output, fp32, {args.device}; device = peak tensor bytes on the device "
           f"(TensorPeakTracker: the generator's weights and every band; not the caller's input "
-          f"image and output buffer); host store = the streamed pass's full-resolution layers; "
+          f"image and output buffer); RAM store = the streamed pass's full-resolution layers; "
           f"bands of {args.band_mb:g} MiB; seconds = median of {args.repeats} runs (one from "
           f"{args.single_run_mp:g} MP up); RSS = peak resident memory of the child process")
-    print(" | ".join(("image", "mode", "device (estimate)", "host store (estimate)", "seconds",
+    print(" | ".join(("image", "mode", "device (estimate)", "RAM store (estimate)", "seconds",
                       "peak RSS")))
     for size in sizes:
         for mode in ("plain", "streamed"):

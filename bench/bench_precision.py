@@ -33,7 +33,8 @@ import torch
 
 from comfy_splice.augment import PairAugmenter
 from comfy_splice.dino.fixtures import build_backbone
-from comfy_splice.train import SpliceTrainer, TrainConfig
+from comfy_splice.run import TrainConfig
+from comfy_splice.train import SpliceTrainer
 
 VARIANTS = {"bf16-fp32keys": (torch.bfloat16, True), "bf16": (torch.bfloat16, False)}
 TERMS = ("structure", "appearance", "identity", "full_structure", "full_appearance")

@@ -26,7 +26,8 @@ from .checkpoint import save_generator
 from .generator import apply_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss
 from .metrics import splice_scores
-from .train import TrainConfig, TrainingDiverged, stack_keyframes, train_generator
+from .run import TrainConfig
+from .train import stack_keyframes, train_generator
 
 log = logging.getLogger("comfy_splice")
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.info("%s: structure distance %.5f  DINO-I %.4f", path.name, sd.item(), di.item())
         if args.save_generator:
             log.info("saved generator to %s", save_generator(args.save_generator, trained))
-    except (ValueError, TrainingDiverged) as exc:  # WeightsError is a ValueError
+    except ValueError as exc:  # every refusal (WeightsError, TrainingDiverged ...) is a ValueError
         log.error("error: %s", exc)
         return 2
     return 0

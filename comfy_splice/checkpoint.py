@@ -5,7 +5,7 @@ how it was made and a file that is not a Splice generator is refused with a clea
 Callers may add their own string metadata (ComfyUI stores the prompt and workflow there).
 
 A generator that came out of a training run also keeps what resuming that run exactly needs
-(:class:`comfy_splice.train.TrainState`): Adam's state and the augmentation random state as
+(:class:`comfy_splice.run.TrainState`): Adam's state and the augmentation random state as
 tensors under the ``train_state.`` prefix, the step index and the images' fingerprint as JSON in
 ``splice_train_state``. Files without them (older files) load as before and fine-tune.
 Files are written atomically: a temporary file in the same folder, then a rename, so a crash
@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .generator import SpliceGenerator
-from .train import TrainConfig, TrainedGenerator, TrainState
+from .run import TrainConfig, TrainedGenerator, TrainState
 from .validation import (TensorInfo, check_fields, check_value, json_type, parse_json,
                          read_safetensors_header, short, short_text)
 

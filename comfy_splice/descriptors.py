@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .dino.vit import FACETS, DinoBackbone, dino_input_size, imagenet_normalise
+from .refusal import MemoryBudgetError, format_bytes, memory_refusal
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ VITS8_SALIENCY_HEADS = (0, 2, 4, 5)
 """The heads the paper's code averages for ViT-S/8 saliency (the only model it supports there)."""
 
 
-class DescriptorMemoryError(ValueError):
+class DescriptorMemoryError(MemoryBudgetError):
     """A descriptor job would not fit in memory; the message names the options to lower."""
 
 
@@ -195,11 +196,12 @@ def check_memory(backbone: DinoBackbone, sizes: Sequence[tuple[int, int]], confi
     need = estimate_bytes(backbone, sizes, config)
     if need > memory_limit:
         stride = effective_stride(backbone, config.stride)
-        raise DescriptorMemoryError(
-            f"{len(sizes)} image(s) at load size {config.load_size} with stride {stride} need about "
-            f"{need / 2**30:.2f} GiB, but only {memory_limit / 2**30:.2f} GiB are free. Lower "
-            f"'load_size' (e.g. {max(backbone.patch_size, config.load_size // 2)}), raise 'stride' "
-            f"(up to {backbone.patch_size}, the model's own), turn 'bin' off, or give fewer images.")
+        raise memory_refusal(
+            f"DINO descriptors of {len(sizes)} image(s) at load size {config.load_size} with stride "
+            f"{stride}", f"{format_bytes(need)} of memory", format_bytes(memory_limit),
+            f"lower 'load_size' (e.g. {max(backbone.patch_size, config.load_size // 2)}), raise "
+            f"'stride' (up to {backbone.patch_size}, the model's own), turn 'bin' off, or give "
+            f"fewer images", kind=DescriptorMemoryError)
 
 
 def extract_descriptors(backbone: DinoBackbone, images: Sequence[Tensor], config: DescriptorConfig,

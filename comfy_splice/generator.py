@@ -40,6 +40,15 @@ GROUP_ELEMENTS = 1 << 22
 CHECKPOINTING = True  # False: keep every activation (for comparisons; same numbers, more memory)
 
 
+def padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """Top, bottom, left, right rows and columns of edge replication that bring an image to a
+    multiple of MULTIPLE (32) per side, at least MIN_SIDE: the one padding rule of the generator
+    and of its streamed pass (``streaming.py``)."""
+    pad_h = max(MIN_SIDE, math.ceil(height / MULTIPLE) * MULTIPLE) - height
+    pad_w = max(MIN_SIDE, math.ceil(width / MULTIPLE) * MULTIPLE) - width
+    return pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
+
+
 def _norm(channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels, affine=True, eps=1e-5)
 
@@ -351,11 +360,10 @@ class SpliceGenerator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
-        pad_h = max(MIN_SIDE, math.ceil(height / MULTIPLE) * MULTIPLE) - height
-        pad_w = max(MIN_SIDE, math.ceil(width / MULTIPLE) * MULTIPLE) - width
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2),
-                      mode="replicate")
+        top, bottom, left, right = padding(int(height), int(width))
+        padded = bool(top or bottom or left or right)
+        if padded:
+            x = F.pad(x, (left, right, top, bottom), mode="replicate")
         if CHECKPOINTING and torch.is_grad_enabled():
             # Keep only the input for backward; the whole pass is recomputed there (with its
             # own level checkpoints), one generator call at a time, so a step that runs G on
@@ -363,8 +371,8 @@ class SpliceGenerator(nn.Module):
             y = checkpoint(self._run, x, use_reentrant=False, preserve_rng_state=False)
         else:
             y = self._run(x)
-        if pad_h or pad_w:
-            y = y[..., pad_h // 2: pad_h // 2 + height, pad_w // 2: pad_w // 2 + width]
+        if padded:
+            y = y[..., top: top + height, left: left + width]
         return y
 
 

@@ -1,47 +1,32 @@
-"""Memory: what a training run or a generator pass will need, what is free, and giving it back.
+"""Memory: what a training run or a generator pass will need, and whether it fits what is free.
 
-Three parts, all independent of ComfyUI:
-
-* :func:`estimate_training_peak` / :func:`estimate_apply_peak`: pure functions of the image
-  sizes and the ViT's shape that give an upper bound of the peak bytes of tensors (live plus
-  saved for backward). :func:`estimate_streamed_peak` does the same for Splice Output's
-  streamed path (``comfy_splice/streaming.py``), in two parts: the host store and the device's
-  bands; :func:`streamed_band_that_fits` picks the band for what is free or names the image size
-  that would fit. The coefficients were fitted to :class:`TensorPeakTracker` measurements
-  (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py`` checks that the
-  estimate stays above the measured peak and not absurdly so. On the CPU the process grows by
-  more than its tensors; every estimate takes an ``overhead`` factor for that
-  (:func:`overhead_for`, :data:`CPU_RESIDENT_OVERHEAD`).
-* :class:`TensorPeakTracker`: a device-independent measurement. It watches every tensor an op
-  creates (a ``TorchDispatchMode``, so autograd's saved tensors and the backward pass are seen
-  too), keeps a weak reference to each distinct storage, and records the largest sum of live
-  storage bytes. That is what a GPU's caching allocator must at least provide, without its
-  rounding, fragmentation or library workspaces.
-* :func:`release_heap`: glibc keeps freed heap pages inside the process; ``malloc_trim(0)``
-  hands them back to the system after a large run.
+All independent of ComfyUI: :func:`estimate_training_peak` / :func:`estimate_apply_peak` are
+pure functions of the image sizes and the ViT's shape that give an upper bound of the peak bytes
+of tensors (live plus saved for backward). :func:`estimate_streamed_peak` does the same for
+Splice Output's streamed path (``comfy_splice/streaming.py``), in two parts: the RAM store and
+the device's bands; :func:`streamed_band_that_fits` picks the band for what is free or names the
+image size that would fit. The coefficients were fitted to ``comfy_splice.measure``'s
+TensorPeakTracker (see ``bench/bench_memory.py``) and rounded up; ``tests/core/test_memory.py``
+checks that the estimate stays above the measured peak and not absurdly so. On the CPU the
+process grows by more than its tensors; every estimate takes an ``overhead`` factor for that
+(:func:`overhead_for`, :data:`CPU_RESIDENT_OVERHEAD`). Refusals, their unit and their advice
+follow ``comfy_splice.refusal``.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
 
 import torch
-from torch import Tensor
-from torch.multiprocessing.reductions import StorageWeakRef
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
 from . import streaming
 from .dino.vit import dino_input_size
+from .refusal import MemoryBudgetError, downscale_advice, format_bytes, memory_refusal
 
 log = logging.getLogger(__name__)
 
-GIB = 1 << 30
 MIB = 1 << 20
 
 # Bytes per pixel of the generator, measured with TensorPeakTracker (fp32) and rounded up.
@@ -151,8 +136,8 @@ def estimate_streamed_peak(height: int, width: int,
                            band_bytes: int = streaming.DEFAULT_BAND_BYTES) -> streaming.StreamPlan:
     """Host and device bytes of one streamed generator pass over a ``height`` x ``width`` image.
 
-    ``host_bytes``: the host store's peak, exact (the plan walks the pass itself): about
-    ``STREAM_HOST_BYTES_PER_PIXEL`` per pixel of the image padded to a multiple of 32.
+    ``ram_bytes``: the RAM store's peak, exact (the plan walks the pass itself): about
+    ``STREAM_RAM_BYTES_PER_PIXEL`` per pixel of the image padded to a multiple of 32.
     ``device_bytes``: an upper bound of the device's tensors, the largest band (at most
     ``band_bytes`` unless one row of a layer is larger) plus the weights and small tensors.
     The caller's input image and output buffer are not included.
@@ -160,9 +145,9 @@ def estimate_streamed_peak(height: int, width: int,
     return streaming.plan(height, width, band_bytes)
 
 
-# The host store's peak per padded pixel (the top level's merge: its 16-channel 3x3 output and
+# The RAM store's peak per padded pixel (the top level's merge: its 16-channel 3x3 output and
 # the 32-channel level below at a quarter of the pixels); estimate_streamed_peak computes it.
-STREAM_HOST_BYTES_PER_PIXEL = 96
+STREAM_RAM_BYTES_PER_PIXEL = 96
 
 
 @dataclass(frozen=True)
@@ -171,64 +156,60 @@ class StreamedFit:
 
     band_bytes: int
     device_bytes: int
-    host_bytes: int
+    ram_bytes: int
 
 
-def streamed_band_that_fits(height: int, width: int, device_free: int, host_free: int,
+def streamed_band_that_fits(height: int, width: int, device_free: int, ram_free: int,
                             shared: bool, where: str = "memory", overhead: float = 1.0) -> StreamedFit:
     """The band size for a streamed pass over one image with ``device_free`` bytes free on the
-    device and ``host_free`` in RAM (``shared``: the device is the CPU, so both come out of the
+    device and ``ram_free`` in RAM (``shared``: the device is the CPU, so both come out of the
     same RAM, each byte of tensors costing ``overhead`` bytes of it), counting the image's output
-    (float32, 12 bytes per pixel) as host memory too.
+    (float32, 12 bytes per pixel) as RAM too.
 
     Raises MemoryBudgetError naming the largest image of the same aspect ratio that would fit
     when even one-row bands do not.
     """
     factor = overhead if shared else 1.0
-    need = _streamed_need(height, width, device_free, host_free, shared, factor)
+    need = _streamed_need(height, width, device_free, ram_free, shared, factor)
     if need is not None:
         return need
     low, high = 0.0, 1.0
     for _ in range(24):
         mid = (low + high) / 2
         h, w = max(1, int(height * mid)), max(1, int(width * mid))
-        if _streamed_need(h, w, device_free, host_free, shared, factor) is not None:
+        if _streamed_need(h, w, device_free, ram_free, shared, factor) is not None:
             low = mid
         else:
             high = mid
     smallest = streaming.plan(height, width, 0)
-    host_need = int((smallest.host_bytes + 12 * height * width) * factor)
+    ram_need = int((smallest.ram_bytes + 12 * height * width) * factor)
     if shared:
-        streamed = f"{format_bytes(host_need + smallest.device_bytes * factor)} of {where}"
-        available = f"{format_bytes(host_free)}"
+        streamed = f"{format_bytes(ram_need + smallest.device_bytes * factor)} of {where}"
+        available = f"{format_bytes(ram_free)}"
     else:
-        streamed = f"{format_bytes(host_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
-        available = f"{format_bytes(host_free)} of RAM and {format_bytes(device_free)} of {where}"
-    fit_h, fit_w = int(height * low), int(width * low)
-    advice = (f"an image of about {fit_w}x{fit_h} would fit; downscale the images (e.g. 'Upscale "
-              f"Image By' with a scale of {math.floor(low * 100) / 100:g}) or free memory"
-              if fit_h >= 1 and fit_w >= 1 else "free memory (close other programs or models)")
-    raise MemoryBudgetError(
-        f"Applying the generator to a {width}x{height} image needs about "
+        streamed = f"{format_bytes(ram_need)} of RAM and {format_bytes(smallest.device_bytes)} of {where}"
+        available = f"{format_bytes(ram_free)} of RAM and {format_bytes(device_free)} of {where}"
+    raise memory_refusal(
+        f"Applying the generator to a {width}x{height} image",
         f"{format_bytes(estimate_apply_peak(height, width, 1, factor))} of {where} at once, and even "
-        f"streamed in bands (a few rows at a time on the device) {streamed}, but only "
-        f"{available} is free: {advice}.")
+        f"streamed in bands (a few rows at a time on the device) {streamed}", available,
+        downscale_advice(height, width, low))
 
 
-def _streamed_need(height: int, width: int, device_free: int, host_free: int,
+def _streamed_need(height: int, width: int, device_free: int, ram_free: int,
                    shared: bool, factor: float = 1.0) -> StreamedFit | None:
     """The largest useful band that fits, or None when even one-row bands do not (``factor``:
     bytes of RAM per byte of tensors, shared device only)."""
     smallest = streaming.plan(height, width, 0)
     output = 12 * height * width
-    host = int((smallest.host_bytes + output) * factor)
-    if host > host_free:
+    ram = int((smallest.ram_bytes + output) * factor)
+    if ram > ram_free:
         return None
-    room = int((host_free - host) / factor if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
+    room = int((ram_free - ram) / factor if shared else device_free) - streaming.STREAM_DEVICE_FIXED_BYTES
     if room < smallest.band_bytes:
         return None
     chosen = streaming.plan(height, width, min(room, streaming.DEFAULT_BAND_BYTES))
-    return StreamedFit(min(room, streaming.DEFAULT_BAND_BYTES), chosen.device_bytes, chosen.host_bytes)
+    return StreamedFit(min(room, streaming.DEFAULT_BAND_BYTES), chosen.device_bytes, chosen.ram_bytes)
 
 
 def megapixels_that_fit(budget: int, structure_hw: tuple[int, int],
@@ -268,15 +249,6 @@ def _scaled_pair(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
     return scaled_size(*structure_hw, max_megapixels), scaled_size(*appearance_hw, max_megapixels)
 
 
-def format_bytes(value: float) -> str:
-    """``1.23 GB`` style (decimal GB, as memory is sold and shown by system monitors)."""
-    return f"{value / 1e9:.2f} GB"
-
-
-class MemoryBudgetError(ValueError):
-    """The work would need more memory than is free; the message names what would fit."""
-
-
 def check_training_fits(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
                         vit: ViTShape, free: int, full_image: bool = True,
                         where: str = "memory", option: str = "max_megapixels",
@@ -290,17 +262,16 @@ def check_training_fits(structure_hw: tuple[int, int], appearance_hw: tuple[int,
     fits = megapixels_that_fit(free, structure_hw, appearance_hw, vit, full_image, keyframes, overhead)
     (sh, sw), (ah, aw) = structure_hw, appearance_hw
     if fits <= 0:
-        advice = "Even a small image does not fit: free memory (close other programs or models)."
+        advice = "even a small image does not fit; free memory (close other programs or models)"
     else:
         th, tw = scaled_size(sh, sw, fits)
         fewer = ", use fewer keyframes" if keyframes > 1 else ""
-        advice = (f"Set {option} to {fits:g} or less (the structure image would train at "
-                  f"{tw}x{th}; the result is still written at {sw}x{sh}){fewer}, or free memory.")
+        advice = (f"set {option} to {fits:g} or less (the structure image would train at "
+                  f"{tw}x{th}; the result is still written at {sw}x{sh}){fewer}, or free memory")
     structure = (f"{keyframes} {sw}x{sh} structure keyframes" if keyframes > 1
                  else f"a {sw}x{sh} structure image")
-    raise MemoryBudgetError(
-        f"Training on {structure} and a {aw}x{ah} appearance image needs about "
-        f"{format_bytes(need)} of {where}, but only {format_bytes(free)} is free. {advice}")
+    raise memory_refusal(f"Training on {structure} and a {aw}x{ah} appearance image",
+                         f"{format_bytes(need)} of {where}", format_bytes(free), advice)
 
 
 def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
@@ -312,87 +283,6 @@ def apply_chunk_that_fits(height: int, width: int, requested: int, free: int,
             return batch
     pixels = max(0, int(free / overhead - FIXED_OVERHEAD) // (GEN_APPLY_BYTES_PER_PIXEL + 24))
     scale = math.sqrt(pixels / (height * width)) if pixels else 0.0
-    fit = (f"an image of about {int(width * scale)}x{int(height * scale)} would fit; downscale the "
-           f"images (e.g. 'Upscale Image By' with a scale of {math.floor(scale * 100) / 100:g}) "
-           f"or free memory" if scale > 0 else "free memory (close other programs or models)")
-    raise MemoryBudgetError(
-        f"Applying the generator to a {width}x{height} image needs about "
-        f"{format_bytes(estimate_apply_peak(height, width, 1, overhead))} of {where}, but only "
-        f"{format_bytes(free)} is free: {fit}.")
-
-
-class TensorPeakTracker(TorchDispatchMode):
-    """Peak bytes of live tensor storages created while the mode is active (plus a baseline).
-
-    Every op's outputs are seen at the dispatcher, below autograd, so tensors that autograd
-    saves for backward, the backward pass itself and checkpoint recomputation are all counted.
-    Storages are identified by a weak reference, so views and in-place results are counted
-    once and a storage stops counting when it is freed. ``baseline`` adds tensors that existed
-    before (weights, input images): pass them to :meth:`add`. ``ignore(storage)`` leaves out
-    storages that are not the device's, e.g. views of a streamed pass's host store
-    (``HostStore.owns``), so that what is counted is the device part alone.
-    """
-
-    def __init__(self, ignore: Callable[[torch.UntypedStorage], bool] | None = None) -> None:
-        super().__init__()
-        self._live: dict[int, tuple[StorageWeakRef, int]] = {}
-        self._ignore = ignore
-        self.current = 0
-        self.peak = 0
-
-    def add(self, tensors: Iterable[Tensor]) -> None:
-        """Count tensors created before the mode (they stay live as long as they exist)."""
-        for tensor in tensors:
-            self._track(tensor)
-
-    def _track(self, tensor: Tensor) -> None:
-        storage = tensor.untyped_storage()
-        key = storage._cdata
-        if key in self._live and not self._live[key][0].expired():
-            return
-        if self._ignore is not None and self._ignore(storage):
-            return
-        size = storage.nbytes()
-        self._live[key] = (StorageWeakRef(storage), size)
-        self.current += size
-
-    def _prune(self) -> None:
-        dead = [k for k, (ref, _) in self._live.items() if ref.expired()]
-        for key in dead:
-            self.current -= self._live.pop(key)[1]
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        self._prune()
-        for leaf in tree_leaves(out):
-            if isinstance(leaf, Tensor) and leaf.device.type != "meta":
-                self._track(leaf)
-        self.peak = max(self.peak, self.current)
-        return out
-
-    def reset_peak(self) -> None:
-        """Start a new peak from what is live now."""
-        self._prune()
-        self.peak = self.current
-
-
-_LIBC: Any = None
-
-
-def release_heap() -> bool:
-    """Return freed heap memory to the system (glibc ``malloc_trim(0)``); False elsewhere.
-
-    After a large run the allocator keeps freed pages for reuse, so the process stays several
-    GB larger than what it holds. Harmless and cheap (milliseconds) when there is nothing to give.
-    """
-    global _LIBC
-    if _LIBC is None:
-        name = ctypes.util.find_library("c")
-        try:
-            lib = ctypes.CDLL(name) if name else None
-        except OSError:
-            lib = None
-        _LIBC = lib if lib is not None and hasattr(lib, "malloc_trim") else False
-    if not _LIBC:
-        return False
-    return bool(_LIBC.malloc_trim(0))
+    raise memory_refusal(f"Applying the generator to a {width}x{height} image",
+                         f"{format_bytes(estimate_apply_peak(height, width, 1, overhead))} of {where}",
+                         format_bytes(free), downscale_advice(height, width, scale))

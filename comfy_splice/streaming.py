@@ -2,7 +2,7 @@
 
 A plain ``generator(image)`` needs about 420 bytes of device memory per pixel (a 12 MP photo:
 ~5 GB). Here the device holds only horizontal bands of one layer at a time; the full-resolution
-maps that later layers need stay in host memory (a :class:`HostStore`, about 96 bytes per
+maps that later layers need stay in RAM (a :class:`RamStore`, about 96 bytes per
 padded pixel at its peak), and the result is the plain network's, not an approximation.
 
 **Why the result is exact.** The network (``comfy_splice/generator.py``) is built from five
@@ -40,7 +40,7 @@ float32 (as Splice Output runs) the difference stays within 1e-5 on the [0, 1] o
 bands of one row, odd sizes, sizes under and at the minimum.
 
 **What is kept where.** A norm needs its input twice (statistics, then normalising), so the
-raw output of every 3x3 convolution is written to the host store band by band and read back
+raw output of every 3x3 convolution is written to the RAM store band by band and read back
 band by band: the strided convolution and the one after it (half resolution), the 1x1 skip
 convolution (four channels; at the top level it is recomputed from the input image instead) and
 the merge's 3x3 convolution. Everything per pixel after a stored map (norm, LeakyReLU, a 1x1
@@ -54,14 +54,13 @@ dropped from the store as soon as nothing later reads it.
 **What the device holds.** Each pass picks the largest band whose working tensors (the input
 rows with their halo, the upsampled rows, the output rows and the statistics' temporaries)
 fit in ``band_bytes``, at least one row. :func:`plan` walks the same passes without computing
-anything and returns the host store's peak and the largest band's bytes, which is what
+anything and returns the RAM store's peak and the largest band's bytes, which is what
 ``comfy_splice/memory.py`` states as the streamed estimate.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -70,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .generator import MIN_SIDE, MULTIPLE, SpliceGenerator
+from .generator import SpliceGenerator, padding
 
 FLOAT_BYTES = 4
 DEFAULT_BAND_BYTES = 256 << 20
@@ -78,13 +77,13 @@ DEFAULT_BAND_BYTES = 256 << 20
 # norms' per-channel parameters and sums, and a margin for small temporaries.
 STREAM_DEVICE_FIXED_BYTES = 8 << 20
 
-# -- the host store -----------------------------------------------------------------------------
+# -- the RAM store -----------------------------------------------------------------------------
 
-class HostStore:
-    """The full-resolution maps of one streamed pass, in host memory.
+class RamStore:
+    """The full-resolution maps of one streamed pass, in RAM (CPU memory).
 
     Arrays are allocated by numpy, outside torch's allocators, so nothing here ever lands on
-    the device, and a :class:`~comfy_splice.memory.TensorPeakTracker` can tell the store's bytes
+    the device, and a :class:`~comfy_splice.measure.TensorPeakTracker` can tell the store's bytes
     from the device's bands (``ignore=store.owns``). ``current`` and ``peak`` count the bytes of
     the maps alive now and at most.
     """
@@ -162,10 +161,10 @@ class _InputMap(_Map):
 
 
 class _StoredMap(_Map):
-    """A map kept in the host store; reading copies a band to the device (on the CPU the band
+    """A map kept in the RAM store; reading copies a band to the device (on the CPU the band
     is a view of the store: nothing to copy)."""
 
-    def __init__(self, store: HostStore, channels: int, height: int, width: int, device: torch.device,
+    def __init__(self, store: RamStore, channels: int, height: int, width: int, device: torch.device,
                  dtype: torch.dtype, dry: bool) -> None:
         on_cpu = device.type == "cpu"
         super().__init__(channels, height, width, per_pixel=0 if on_cpu else channels)
@@ -326,20 +325,13 @@ def _parts(level: nn.Module) -> _LevelParts:
                        getattr(level, "inner", None))
 
 
-def _pads(height: int, width: int) -> tuple[int, int, int, int]:
-    """Top, bottom, left, right edge replication, as SpliceGenerator.forward pads."""
-    pad_h = max(MIN_SIDE, math.ceil(height / MULTIPLE) * MULTIPLE) - height
-    pad_w = max(MIN_SIDE, math.ceil(width / MULTIPLE) * MULTIPLE) - width
-    return pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
-
-
 # -- the streamed pass --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class StreamPlan:
-    """What a streamed pass needs: host store peak, the largest band on the device, passes."""
+    """What a streamed pass needs: RAM store peak, the largest band on the device, passes."""
 
-    host_bytes: int
+    ram_bytes: int
     band_bytes: int
     device_bytes: int
     passes: int
@@ -349,7 +341,7 @@ class StreamPlan:
 class _Streamer:
     """Runs (or, ``dry``, only plans) the generator layer by layer over bands of rows."""
 
-    def __init__(self, device: torch.device, band_bytes: int, store: HostStore, dry: bool,
+    def __init__(self, device: torch.device, band_bytes: int, store: RamStore, dry: bool,
                  on_pass: Callable[[], None] | None = None, dtype: torch.dtype = torch.float32) -> None:
         self.device, self.band_bytes, self.store, self.dry = device, max(0, int(band_bytes)), store, dry
         self.dtype = dtype
@@ -529,11 +521,11 @@ class _Streamer:
 
 
 def plan(height: int, width: int, band_bytes: int = DEFAULT_BAND_BYTES) -> StreamPlan:
-    """The host store's peak and the largest band of a streamed pass over one ``height`` x
+    """The RAM store's peak and the largest band of a streamed pass over one ``height`` x
     ``width`` image, from the same code that runs it (nothing is computed or allocated)."""
-    pads = _pads(height, width)
+    pads = padding(height, width)
     padded = (height + pads[0] + pads[1], width + pads[2] + pads[3])
-    store = HostStore()
+    store = RamStore()
     # planned for a device that is not the CPU, where a stored band is copied to the device
     # when read (on the CPU it is read in place, so the bands there hold less)
     streamer = _Streamer(torch.device("meta"), band_bytes, store, dry=True)
@@ -560,14 +552,14 @@ def _layout() -> SpliceGenerator:
 @torch.no_grad()
 def stream_generator(generator: SpliceGenerator, images: Tensor, device: torch.device | str,
                      band_bytes: int = DEFAULT_BAND_BYTES, out: Tensor | None = None,
-                     store: HostStore | None = None, on_pass: Callable[[], None] | None = None,
+                     store: RamStore | None = None, on_pass: Callable[[], None] | None = None,
                      on_image: Callable[[int, int], None] | None = None) -> Tensor:
     """``generator(images)`` for [B, 3, H, W] (or [3, H, W]) CPU images, one image at a time,
     with the device holding only bands of about ``band_bytes`` (see the module doc).
 
     Returns the network's dtype (float32, as Splice Output runs it) on the CPU, written into
     ``out`` (shaped like ``images``, e.g. a permuted view of ComfyUI's channels-last buffer)
-    when given. ``store``: the host store to use (tests and benchmarks read its peak).
+    when given. ``store``: the RAM store to use (tests and benchmarks read its peak).
     ``on_pass()`` runs after every pass over the bands (interrupt and memory checks),
     ``on_image(done, total)`` after every image. The caller's module is not moved: off the CPU
     a copy runs.
@@ -589,8 +581,8 @@ def stream_generator(generator: SpliceGenerator, images: Tensor, device: torch.d
     total = int(batch.shape[0])
     for index in range(total):
         image = batch[index]
-        pads = _pads(int(image.shape[1]), int(image.shape[2]))
-        streamer = _Streamer(device, band_bytes, store if store is not None else HostStore(), dry=False,
+        pads = padding(int(image.shape[1]), int(image.shape[2]))
+        streamer = _Streamer(device, band_bytes, store if store is not None else RamStore(), dry=False,
                              on_pass=on_pass, dtype=dtype)
         body = streamer.level(generator.body, _InputMap(image, pads, device, dtype), x_is_input=True)
         streamer.head(body, generator.head, pads, out[index])

@@ -24,8 +24,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ContextManager, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,120 +32,20 @@ from torch import Tensor
 
 from .augment import PairAugmenter
 from .dino.vit import DinoBackbone, Features, splice_input
-from .generator import SpliceGenerator, build_generator
-from .losses import AppearanceLoss, IdentityLoss, StructureLoss, self_similarity_mse, zero_like
-from .memory import scaled_size
+from .generator import build_generator
+from .losses import self_similarity_mse, zero_like
+from .refusal import SpliceRefusal
+from .run import (LOSS_TERMS, MIN_IMAGE_SIDE, RESUME_FREE_FIELDS, TrainConfig, TrainedGenerator,
+                  TrainState, training_size)
 
 log = logging.getLogger(__name__)
-
-MIN_IMAGE_SIDE = 32
-LOSS_TERMS = ("loss", "structure", "appearance", "identity", "full_structure", "full_appearance")
-
 
 class TrainingInterrupted(Exception):
     """The caller's stop check asked training to end."""
 
 
-class TrainingDiverged(RuntimeError):
-    """A loss became NaN or infinite; the generator would be garbage."""
-
-
-# Config fields a resumed run may change: they decide how long to train and what to report,
-# not what a step computes. Every other field must match for a run to be continued exactly.
-RESUME_FREE_FIELDS = ("steps", "preview_every", "log_every")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a Splice training run (defaults: the paper and reference code)."""
-
-    steps: int = 2000
-    lr: float = 2e-3
-    betas: tuple[float, float] = (0.0, 0.99)
-    structure: StructureLoss = field(default_factory=StructureLoss)
-    appearance: AppearanceLoss = field(default_factory=AppearanceLoss)
-    identity: IdentityLoss = field(default_factory=IdentityLoss)
-    full_image_every: int = 75
-    full_structure_weight: float = 1.0
-    full_appearance_weight: float = 10.0
-    warmup_steps: int = 1
-    dino_short_side: int = 224
-    dino_long_side_max: int = 480
-    antialias: bool = False
-    seed: int = 0
-    dtype: str = "auto"
-    preview_every: int = 50
-    log_every: int = 25
-    # Train on images scaled down to at most this many million pixels (0: full resolution, as
-    # the reference). The generator is fully convolutional: it still applies at any size.
-    max_megapixels: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1 (got {self.steps})")
-        if self.dtype not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"dtype must be auto, bf16 or fp32 (got {self.dtype!r})")
-        if not self.lr > 0:
-            raise ValueError(f"learning rate must be positive (got {self.lr})")
-        if not self.max_megapixels >= 0:
-            raise ValueError(f"max_megapixels must be 0 (off) or positive (got {self.max_megapixels})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values (for checkpoint metadata and logs)."""
-        data = asdict(self)
-        data["betas"] = list(self.betas)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        """Inverse of to_dict; unknown keys are ignored so newer files still load."""
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in data.items() if k in known}
-        for name, kind in (("structure", StructureLoss), ("appearance", AppearanceLoss),
-                           ("identity", IdentityLoss)):
-            if isinstance(kwargs.get(name), Mapping):
-                kwargs[name] = kind(**kwargs[name])
-        if "betas" in kwargs:
-            kwargs["betas"] = tuple(kwargs["betas"])
-        return cls(**kwargs)
-
-
-@dataclass
-class TrainState:
-    """What continuing a run bit for bit needs beyond the generator's weights and config.
-
-    ``step``: steps done. ``pair_id``: :func:`pair_fingerprint` of the training images, so a
-    generator given to a run on other images is recognised and fine-tuned instead of resumed.
-    ``optimizer``: Adam's per-parameter state as CPU tensors named ``"<index>.<name>"``
-    (index in ``generator.parameters()`` order; names ``step``, ``exp_avg``, ``exp_avg_sq``).
-    ``augment_rng``: the augmentation generator's state. The full-image structure target is
-    not kept: it is recomputed from the structure image on the first full-image step.
-    """
-
-    step: int
-    pair_id: str
-    optimizer: dict[str, Tensor] = field(default_factory=dict)
-    augment_rng: Tensor | None = None
-
-
-@dataclass
-class TrainedGenerator:
-    """A trained generator with what made it: the value passed along the graph and saved.
-
-    ``state`` is present when the generator came out of a training run (or a file that kept
-    it) and lets :func:`train_generator` continue that run exactly.
-    """
-
-    generator: SpliceGenerator
-    config: TrainConfig
-    backbone_name: str
-    history: dict[str, list[float]] = field(default_factory=dict)
-    state: TrainState | None = None
-
-    @property
-    def steps_done(self) -> int:
-        """Optimisation steps behind these weights (the config's count when no state is kept)."""
-        return self.state.step if self.state is not None else self.config.steps
+class TrainingDiverged(SpliceRefusal):
+    """A loss became NaN or infinite; the generator would be garbage (the message names the fix)."""
 
 
 def pair_fingerprint(structure: Tensor, appearance: Tensor) -> str:
@@ -232,10 +131,9 @@ def downscale(image: Tensor, max_megapixels: float) -> Tensor:
     """``image`` resized (antialiased bilinear, aspect ratio kept) to at most ``max_megapixels``
     million pixels; the same tensor when it is already small enough or the limit is 0."""
     height, width = image.shape[-2:]
-    size = scaled_size(int(height), int(width), max_megapixels)
+    size = training_size(int(height), int(width), max_megapixels)
     if size == (height, width):
         return image
-    size = (max(size[0], MIN_IMAGE_SIDE), max(size[1], MIN_IMAGE_SIDE))
     return F.interpolate(image, size=size, mode="bilinear", align_corners=False,
                          antialias=True).clamp_(0.0, 1.0)
 
@@ -414,7 +312,7 @@ class SpliceTrainer:
         bad = [i for i, row in enumerate(rows) if not all(math.isfinite(v) for v in row)]
         if bad:
             raise TrainingDiverged(
-                f"the training loss became {rows[bad[0]][0]} at step {first_step + bad[0]}; the "
+                f"training diverged: the loss became {rows[bad[0]][0]} at step {first_step + bad[0]}; the "
                 f"generator is unusable. Lower the learning rate, or use dtype fp32.")
         return fresh
 

@@ -5,17 +5,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..comfy_splice.descriptors import DescriptorConfig, estimate_bytes
 from ..comfy_splice.metrics import splice_scores
 from ..comfy_splice.visualize import self_similarity_pca
-from . import host, names
+from . import comfy_runtime as rt, names
 from .api import CATEGORY, io, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
 
 
+ANALYSIS_FIXES = "use fewer images at once, or free memory (close other programs or models)"
+
+
 def _min_side(dino: DinoHandle) -> int:
     return dino.backbone.patch_size
+
+
+def _check_fits(dino: DinoHandle, device: torch.device, batches: list[Tensor], what: str) -> None:
+    """Refuse before the ViT runs when its passes over these images (each resized to a 224-pixel
+    short side, tokens at the model's own stride) would not fit the budget or what is free."""
+    sizes = [(int(batch.shape[-2]), int(batch.shape[-1])) for batch in batches for _ in range(batch.shape[0])]
+    config = DescriptorConfig(load_size=224, stride=dino.backbone.patch_size)
+    rt.check_fits(device, estimate_bytes(dino.backbone, sizes, config), what, ANALYSIS_FIXES)
 
 
 class SpliceVisualizeStructure(io.ComfyNode):
@@ -50,17 +62,20 @@ class SpliceVisualizeStructure(io.ComfyNode):
     def execute(cls, dino: object, image: Tensor, block: int = -1) -> io.NodeOutput:
         handle = check_dino(dino)
         layer = check_block(handle, block)
-        images = host.image_to_core(image, "image")
-        host.check_min_size(images, _min_side(handle), "The image",
+        images = rt.image_to_core(image, "image")
+        rt.check_min_size(images, _min_side(handle), "The image",
                             f"one {handle.backbone.patch_size}px ViT patch")
-        device = host.torch_device()
-        backbone = host.backbone_for(handle.backbone, device, for_training=False)
-        progress = host.Progress(int(images.shape[0]))
+        device = rt.torch_device()
+        what = f"visualising the structure of {images.shape[0]} image(s)"
+        _check_fits(handle, device, [images], what)
+        backbone = rt.backbone_for(handle.backbone, device, for_training=False)
+        progress = rt.Progress(int(images.shape[0]))
         pictures = []
-        for index in range(images.shape[0]):
-            pictures.append(self_similarity_pca(backbone, images[index:index + 1], device, layer))
-            progress.step(index + 1)
-        return io.NodeOutput(host.image_to_comfy(torch.cat(pictures)))
+        with rt.memory_guard(device, what, ANALYSIS_FIXES):
+            for index in range(images.shape[0]):
+                pictures.append(self_similarity_pca(backbone, images[index:index + 1], device, layer))
+                progress.step(index + 1)
+        return io.NodeOutput(rt.image_to_comfy(torch.cat(pictures)))
 
 
 class SpliceMetrics(io.ComfyNode):
@@ -102,9 +117,9 @@ class SpliceMetrics(io.ComfyNode):
     def execute(cls, dino: object, output: Tensor, structure: Tensor,
                 appearance: Tensor) -> io.NodeOutput:
         handle = check_dino(dino)
-        out = host.image_to_core(output, "output")
-        ref_s = host.image_to_core(structure, "structure")
-        ref_a = host.image_to_core(appearance, "appearance")
+        out = rt.image_to_core(output, "output")
+        ref_s = rt.image_to_core(structure, "structure")
+        ref_a = rt.image_to_core(appearance, "appearance")
         n = int(out.shape[0])
         for name, batch in (("structure", ref_s), ("appearance", ref_a)):
             if int(batch.shape[0]) not in (1, n):
@@ -113,10 +128,13 @@ class SpliceMetrics(io.ComfyNode):
         why = f"one {handle.backbone.patch_size}px ViT patch"
         for name, batch in (("The output image", out), ("The structure image", ref_s),
                             ("The appearance image", ref_a)):
-            host.check_min_size(batch, _min_side(handle), name, why)
-        device = host.torch_device()
-        backbone = host.backbone_for(handle.backbone, device, for_training=False)
-        distances, similarities = splice_scores(backbone, out, ref_s, ref_a, device)
+            rt.check_min_size(batch, _min_side(handle), name, why)
+        device = rt.torch_device()
+        what = f"scoring {n} image(s)"
+        _check_fits(handle, device, [out, ref_s, ref_a], what)
+        backbone = rt.backbone_for(handle.backbone, device, for_training=False)
+        with rt.memory_guard(device, what, ANALYSIS_FIXES):
+            distances, similarities = splice_scores(backbone, out, ref_s, ref_a, device)
         mean_distance, mean_similarity = float(distances.mean()), float(similarities.mean())
         lines = [f"structure distance: {mean_distance:.5f} (lower keeps the structure better)",
                  f"DINO-I: {mean_similarity:.4f} (higher is closer to the appearance)",
@@ -126,5 +144,5 @@ class SpliceMetrics(io.ComfyNode):
             lines += [f"  {i}: structure distance {d:.5f}, DINO-I {s:.4f}"
                       for i, (d, s) in enumerate(zip(distances.tolist(), similarities.tolist()))]
         report = "\n".join(lines)
-        host.show_text(report)  # on the node itself, not only in the output's text
+        rt.show_text(report)  # on the node itself, not only in the output's text
         return io.NodeOutput(report, mean_distance, mean_similarity, ui=ui.PreviewText(report))

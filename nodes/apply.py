@@ -7,14 +7,14 @@ import logging
 import torch
 from torch import Tensor
 
+from ..comfy_splice.apply import run_apply
 from ..comfy_splice.regions import composite_into, region_masks
 
-from . import host, names
+from . import comfy_runtime as rt, names
 from .api import CATEGORY, io
 from .errors import readable_errors
-from .generators import check_generator, plan_apply, run_planned
 from .regions import FEATHER_LIMIT_TIP, fitted_feather, mask_input
-from .types import SpliceGenerator
+from .types import SpliceGenerator, check_generator
 
 log = logging.getLogger(__name__)
 
@@ -73,37 +73,26 @@ class SpliceApply(io.ComfyNode):
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4, mask: object = None,
                 feather: int = 8) -> io.NodeOutput:
         trained = check_generator(generator)
-        batch = host.image_to_core(images, "images")  # a view of the input, no copy
+        batch = rt.image_to_core(images, "images")  # a view of the input, no copy
         # Checked before the generator runs: a wrong-size or empty mask fails at once.
         masks = None if mask is None else region_masks(batch, mask_input(mask, "mask"), "mask")
         if masks is not None:
             feather = fitted_feather(masks, feather)
-        device = host.torch_device()
+        device = rt.torch_device()
         frames, _, height, width = batch.shape
         # never more than there are frames: one photo with batch_size 4 plans (and, on a GPU,
         # frees memory) for one image, not four
         requested = max(1, min(int(batch_size), int(frames)))
-        chunk, streamed = plan_apply(device, int(height), int(width), requested)
-        progress = host.Progress(int(frames))
+        plan = rt.plan_output(device, int(height), int(width), requested, names.APPLY)
+        progress = rt.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000
         # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.
         result = torch.empty((frames, height, width, 3), dtype=torch.float32)
-        try:
-            run_planned(trained.generator, batch, device, chunk, streamed,
-                        out=result.permute(0, 3, 1, 2), on_images=progress.step)
-        except Exception as exc:  # out of memory: free this run's tensors, explain, keep serving
-            if not host.is_out_of_memory(exc):
-                raise
-            host.release_frames(exc)
-            host.soft_empty_cache()
-            how = f"in chunks of {chunk}" if streamed is None else "in bands"
-            raise host.out_of_memory(
-                exc, device, f"applying the generator to {frames} image(s) of "
-                f"{width}x{height} {how}",
-                "lower batch_size, or use smaller images") from None
-        finally:
-            host.release_memory()
+        what = f"applying the generator to {frames} image(s) of {width}x{height} {plan.describe()}"
+        with rt.memory_guard(device, what, "lower batch_size, or use smaller images"):
+            run_apply(trained.generator, batch, device, plan, out=result.permute(0, 3, 1, 2),
+                      on_images=progress.step, between_passes=rt.between_passes(device))
         result.clamp_(0.0, 1.0)
         if masks is not None:  # in place, chunk by chunk: no second copy of a long clip
-            composite_into(result.permute(0, 3, 1, 2), batch, masks, float(feather), chunk)
+            composite_into(result.permute(0, 3, 1, 2), batch, masks, float(feather), plan.chunk)
         return io.NodeOutput(result)

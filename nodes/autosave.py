@@ -16,7 +16,7 @@ import os
 import time
 
 from ..comfy_splice.checkpoint import save_generator
-from ..comfy_splice.train import TrainedGenerator
+from ..comfy_splice.run import TrainedGenerator
 from . import paths
 from .generator_io import _workflow_metadata
 

@@ -14,12 +14,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-import comfy.model_management as mm
-
 from ..comfy_splice.cosegment import correspondences, cosegment, part_cosegment, pca_images
-from ..comfy_splice.descriptors import DescriptorConfig, check_config
+from ..comfy_splice.descriptors import DescriptorConfig, check_config, estimate_bytes
 from ..comfy_splice.dino.vit import FACETS
-from . import host, names
+from . import comfy_runtime as rt, names
 from .api import CATEGORY as SPLICE_CATEGORY, io, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
@@ -70,26 +68,33 @@ def _config(handle: DinoHandle, load_size: int, block: int, facet: str, stride: 
 
 def _images(image: Tensor, name: str, handle: DinoHandle) -> list[Tensor]:
     """A ComfyUI IMAGE batch -> a list of [1, 3, H, W] core images, each at least one patch."""
-    batch = host.image_to_core(image, name)
-    host.check_min_size(batch, handle.backbone.patch_size, f"The '{name}' image",
+    batch = rt.image_to_core(image, name)
+    rt.check_min_size(batch, handle.backbone.patch_size, f"The '{name}' image",
                         f"one {handle.backbone.patch_size}px ViT patch")
     return [batch[i:i + 1] for i in range(batch.shape[0])]
 
 
-def _free_bytes(device: torch.device) -> int:
-    """What the job may use: ComfyUI's free memory on ``device`` (RAM on the CPU)."""
-    return int(mm.get_free_memory(device))
+DESCRIPTOR_FIXES = "lower load_size, raise stride, turn bin off, or give fewer images"
+
+
+def _free_bytes(device: torch.device, handle: DinoHandle, images: list[Tensor],
+                config: DescriptorConfig) -> int:
+    """What the job may use: the pack's budget, then what is free on ``device``, once the job's
+    estimate has been made room for (:func:`comfy_runtime.free_memory`). The core refuses a
+    job whose estimate exceeds it (``comfy_splice.descriptors.check_memory``)."""
+    sizes = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+    return rt.free_memory(device, estimate_bytes(handle.backbone, sizes, config))
 
 
 def _progress(total: int) -> Any:
     """Progress per image on the node, and Cancel honoured between images."""
-    bar = host.Progress(total)
+    bar = rt.Progress(total)
     return lambda done, _total: bar.step(done)
 
 
 def _run(handle: DinoHandle) -> tuple[torch.device, Any]:
-    device = host.torch_device()
-    return device, host.backbone_for(handle.backbone, device, for_training=False)
+    device = rt.torch_device()
+    return device, rt.backbone_for(handle.backbone, device, for_training=False)
 
 
 class SpliceDinoCosegmentation(io.ComfyNode):
@@ -163,19 +168,18 @@ class SpliceDinoCosegmentation(io.ComfyNode):
                              "common); got 1. Batch more images into 'images' (e.g. with 'Batch Images'), "
                              "or connect another image to 'more_images'.")
         device, backbone = _run(handle)
-        try:
+        with rt.memory_guard(device, f"co-segmenting {len(batch)} images", DESCRIPTOR_FIXES):
             result = cosegment(backbone, batch, device, config, elbow=elbow, thresh=thresh,
                                votes_percentage=votes_percentage, sample_interval=sample_interval,
                                low_res_saliency=low_res_saliency, remove_outliers=remove_outliers,
-                               outliers_thresh=outliers_thresh, seed=seed, memory_limit=_free_bytes(device),
+                               outliers_thresh=outliers_thresh, seed=seed,
+                               memory_limit=_free_bytes(device, handle, batch, config),
                                on_image=_progress(len(batch)))
             masks = torch.stack(result.masks[:len(first)]).cpu()
             if more:
                 more_masks = torch.stack(result.masks[len(first):]).cpu()
             else:
                 more_masks = torch.zeros((0, *masks.shape[1:]))
-        finally:
-            host.soft_empty_cache()
         return io.NodeOutput(masks, more_masks)
 
 
@@ -244,14 +248,13 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
             raise ValueError("DINO Part Co-segmentation needs at least 2 images; got 1. Batch more "
                              "images into 'images'.")
         device, backbone = _run(handle)
-        try:
+        with rt.memory_guard(device, f"part co-segmenting {len(batch)} images", DESCRIPTOR_FIXES):
             result = part_cosegment(backbone, batch, device, num_parts, config, elbow=elbow, thresh=thresh,
                                     votes_percentage=votes_percentage, sample_interval=sample_interval,
                                     low_res_saliency=low_res_saliency, seed=seed,
-                                    memory_limit=_free_bytes(device), on_image=_progress(len(batch)))
+                                    memory_limit=_free_bytes(device, handle, batch, config),
+                                    on_image=_progress(len(batch)))
             labels = torch.stack(result.labels).cpu()
-        finally:
-            host.soft_empty_cache()
         colours = torch.tensor(PALETTE[:num_parts] + ((0, 0, 0),), dtype=torch.float32) / 255.0
         picture = colours[labels]
         mask = (labels < num_parts) if part < 0 else (labels == part)
@@ -262,7 +265,7 @@ def draw_matches(image_a: Tensor, image_b: Tensor, points_a: Tensor, points_b: T
     """Both images side by side (B scaled to A's height), matches as numbered circles and lines.
 
     Takes and returns core layout [1, 3, H, W] in [0, 1]."""
-    a, b = host.to_pil(image_a), host.to_pil(image_b)
+    a, b = rt.to_pil(image_a), rt.to_pil(image_b)
     scale = a.height / b.height
     b = b.resize((max(1, round(b.width * scale)), a.height), Image.BICUBIC)
     canvas = Image.new("RGB", (a.width + b.width, a.height))
@@ -329,15 +332,14 @@ class SpliceDinoCorrespondences(io.ComfyNode):
         a = _images(image_a, "image_a", handle)[0]
         b = _images(image_b, "image_b", handle)[0]
         device, backbone = _run(handle)
-        try:
+        with rt.memory_guard(device, "matching two images", DESCRIPTOR_FIXES):
             found = correspondences(backbone, a, b, device, num_pairs, config, thresh=thresh, seed=seed,
-                                    memory_limit=_free_bytes(device), on_image=_progress(2))
-        finally:
-            host.soft_empty_cache()
+                                    memory_limit=_free_bytes(device, handle, [a, b], config),
+                                    on_image=_progress(2))
         points = json.dumps(found.to_json())
         picture = draw_matches(a, b, found.points_a, found.points_b)
         text = f"{found.points_a.shape[0]} match(es) from {found.best_buddies} salient best buddies"
-        return io.NodeOutput(host.image_to_comfy(picture), points, ui=ui.PreviewText(text))
+        return io.NodeOutput(rt.image_to_comfy(picture), points, ui=ui.PreviewText(text))
 
 
 class SpliceDinoFeaturesPCA(io.ComfyNode):
@@ -371,12 +373,11 @@ class SpliceDinoFeaturesPCA(io.ComfyNode):
         config = _config(handle, load_size, block, facet, stride, bin)
         batch = _images(images, "images", handle)
         device, backbone = _run(handle)
-        try:
-            pictures = torch.stack(pca_images(backbone, batch, device, config, memory_limit=_free_bytes(device),
+        with rt.memory_guard(device, f"the PCA of {len(batch)} images' descriptors", DESCRIPTOR_FIXES):
+            pictures = torch.stack(pca_images(backbone, batch, device, config,
+                                              memory_limit=_free_bytes(device, handle, batch, config),
                                               on_image=_progress(len(batch))))
-        finally:
-            host.soft_empty_cache()
-        return io.NodeOutput(host.image_to_comfy(pictures))
+        return io.NodeOutput(rt.image_to_comfy(pictures))
 
 
 NODES = (SpliceDinoCosegmentation, SpliceDinoPartCosegmentation, SpliceDinoCorrespondences,

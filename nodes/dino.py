@@ -7,7 +7,7 @@ import logging
 from ..comfy_splice.dino.download import download_weights
 from ..comfy_splice.dino.models import WeightsError, download_url, missing_weights_message, official_model
 from ..comfy_splice.dino.weights import load_backbone
-from . import host, names, paths
+from . import comfy_runtime as rt, names, paths
 from .api import CATEGORY, io
 from .errors import check_choice, readable_errors
 from .types import DinoHandle, SpliceDino
@@ -70,7 +70,7 @@ class SpliceLoadDINO(io.ComfyNode):
         path = paths.find_dino(model_name)
         if path is None:
             path = _fetch_missing(model_name, download_if_missing)
-        backbone = load_backbone(path, cancel=host.check_interrupt)
+        backbone = load_backbone(path, cancel=rt.check_interrupt)
         log.info("Splice: loaded DINO-ViT %s from %s", backbone.name, path)
         return io.NodeOutput(DinoHandle(backbone=backbone, file_name=model_name, path=path))
 
@@ -88,4 +88,4 @@ def _fetch_missing(model_name: str, download: bool) -> str:
             f"{missing_weights_message(model_name, folder)} To let this node download it, turn on "
             f"'download_if_missing'.")
     log.info("Splice: downloading %s into %s", download_url(official_model(model_name)), folder)
-    return str(download_weights(model_name, folder, progress=host.ByteProgress()))
+    return str(download_weights(model_name, folder, progress=rt.ByteProgress()))

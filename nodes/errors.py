@@ -1,11 +1,13 @@
 """One readable message for every error a node of the pack shows, and checks on what comes in.
 
 ComfyUI shows a failing node's exception type and text to the user. The pack's own checks raise
-``ValueError`` with a sentence that names the fix; :func:`readable_errors` makes sure nothing
-else reaches the user raw: an exception from a library (torch, numpy, safetensors, ComfyUI's
-``folder_paths``) becomes a ``ValueError`` that says which node failed and why in one line
-(the original stays chained, so the server log keeps its traceback). Cancel and CUDA
-out-of-memory pass unchanged: ComfyUI handles both itself.
+``ValueError`` with a sentence that names the fix, the core's refusals a
+``comfy_splice.refusal.SpliceRefusal`` (a ValueError; memory refusals among them); both are shown
+unchanged. :func:`readable_errors` makes sure nothing else reaches the user raw: an exception
+from a library (torch, numpy, safetensors, ComfyUI's ``folder_paths``) becomes a ``ValueError``
+that says which node failed and why in one line (the original stays chained, so the server log
+keeps its traceback). Cancel, CUDA out-of-memory and a training stopped by its caller pass
+unchanged: ComfyUI handles the first two itself, and a stop is no failure.
 """
 
 from __future__ import annotations
@@ -19,16 +21,17 @@ import torch
 import comfy.model_management as mm
 
 from ..comfy_splice.dino.models import WeightsError
-from ..comfy_splice.memory import MemoryBudgetError
+from ..comfy_splice.refusal import SpliceRefusal, mentions_out_of_memory
+from ..comfy_splice.train import TrainingInterrupted
 from ..comfy_splice.validation import check_finite_image, short, short_text
 
 MAX_MESSAGE_CHARS = 2000
 """A message longer than this is cut: the node's error box is not a log."""
 
 _PASS_THROUGH: tuple[type[BaseException], ...] = (mm.InterruptProcessingException,
-                                                  torch.OutOfMemoryError)
-_OWN_ERRORS: tuple[type[Exception], ...] = (WeightsError, MemoryBudgetError)
-_MEMORY_WORDS = ("can't allocate memory", "not enough memory", "out of memory")
+                                                  torch.OutOfMemoryError, TrainingInterrupted)
+# WeightsError is a ValueError of the backbone's own, from before SpliceRefusal existed.
+_OWN_ERRORS: tuple[type[Exception], ...] = (SpliceRefusal, WeightsError)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -46,7 +49,7 @@ def readable(exc: Exception, node: str) -> ValueError | None:
     message = str(exc)
     if type(exc) is ValueError or isinstance(exc, _OWN_ERRORS):
         return ValueError(_cut(message)) if len(message) > MAX_MESSAGE_CHARS else None
-    if isinstance(exc, MemoryError) or any(w in message.lower() for w in _MEMORY_WORDS):
+    if isinstance(exc, MemoryError) or mentions_out_of_memory(message):
         return ValueError(f"{node}: not enough memory for this ({short_text(message, 200)}). Use "
                           f"smaller images, a smaller batch_size, or close other work.")
     detail = short_text(message, 300) or type(exc).__name__

@@ -11,7 +11,7 @@ import logging
 from torch import Tensor
 
 from ..comfy_splice.regions import composite_in_mask, crop_to_mask, fit_feather, region_masks
-from . import host, names
+from . import comfy_runtime as rt, names
 from .api import CATEGORY, io
 from .errors import readable_errors
 
@@ -34,7 +34,7 @@ def fitted_feather(masks: Tensor, feather: float) -> float:
     fitted, note = fit_feather(masks, float(feather))
     if note is not None:
         log.warning("Splice: %s", note)
-        host.show_text(note)
+        rt.show_text(note)
     return fitted
 
 
@@ -65,8 +65,8 @@ class SpliceCropToMask(io.ComfyNode):
     @classmethod
     @readable_errors(names.CROP)
     def execute(cls, image: Tensor, mask: object, margin: float = 0.05) -> io.NodeOutput:
-        images = host.image_to_core(image, "image")
-        return io.NodeOutput(host.image_to_comfy(crop_to_mask(images, mask_input(mask, "mask"), margin)))
+        images = rt.image_to_core(image, "image")
+        return io.NodeOutput(rt.image_to_comfy(crop_to_mask(images, mask_input(mask, "mask"), margin)))
 
 
 class SpliceCompositeInMask(io.ComfyNode):
@@ -97,11 +97,11 @@ class SpliceCompositeInMask(io.ComfyNode):
     @classmethod
     @readable_errors(names.COMPOSITE)
     def execute(cls, base: Tensor, overlay: Tensor, mask: object, feather: int = 8) -> io.NodeOutput:
-        bottom = host.image_to_core(base, "base")
-        top = host.image_to_core(overlay, "overlay")
+        bottom = rt.image_to_core(base, "base")
+        top = rt.image_to_core(overlay, "overlay")
         masks = mask_input(mask, "mask")
         out = composite_in_mask(bottom, top, masks, fitted_feather(region_masks(bottom, masks, "mask"), feather))
-        return io.NodeOutput(host.image_to_comfy(out))
+        return io.NodeOutput(rt.image_to_comfy(out))
 
 
 NODES = (SpliceCropToMask, SpliceCompositeInMask)

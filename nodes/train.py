@@ -2,7 +2,7 @@
 
 Training runs inside a node, i.e. inside ComfyUI's ``torch.inference_mode()``: it is switched
 off for the run, and the images and the DINO-ViT are cloned so autograd can save them (see
-``nodes.host``). Progress and a live preview of G(structure) go to the node; Cancel
+``nodes.comfy_runtime``). Progress and a live preview of G(structure) go to the node; Cancel
 (``/interrupt``) is checked after every step and returns nothing, while Stop and keep (the
 node's button, ``nodes.stop``) or the ``max_minutes`` budget end the run early and return the
 generator trained so far. ``init_generator`` resumes a run exactly or fine-tunes from its
@@ -17,23 +17,22 @@ import logging
 
 from torch import Tensor
 
+from ..comfy_splice.apply import ApplyPlan, run_apply
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
-from ..comfy_splice.memory import (check_training_fits, estimate_training_peak, overhead_for,
-                                   scaled_size, vit_shape)
+from ..comfy_splice.memory import check_training_fits, estimate_training_peak, overhead_for, vit_shape
 from ..comfy_splice.regions import crop_to_mask
-from ..comfy_splice.train import (MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainingDiverged,
-                                  train_generator)
-from . import host, stop, names
+from ..comfy_splice.run import (DTYPES, MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, check_dtype,
+                                check_steps, training_size)
+from ..comfy_splice.train import train_generator
+from . import comfy_runtime as rt, names, stop
 from .api import CATEGORY, io
 from .autosave import Autosaver
 from .errors import check_choice, check_finite, readable_errors
-from .generators import check_generator, plan_apply, run_planned
 from .regions import mask_input
-from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss
+from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss, check_generator
 
 log = logging.getLogger(__name__)
 
-DTYPES = ["auto", "bf16", "fp32"]
 MAX_STEPS = 100_000
 LOG_EVERY_MAX = 25
 LOG_POINTS_MIN = 50
@@ -73,11 +72,8 @@ def _check_pair(structure: Tensor, appearance: Tensor) -> None:
 
 
 def _train_size(image: Tensor, max_megapixels: float) -> tuple[int, int]:
-    """(height, width) the trainer will use for ``image`` (see TrainConfig.max_megapixels)."""
-    height, width = scaled_size(int(image.shape[-2]), int(image.shape[-1]), float(max_megapixels))
-    if (height, width) != (int(image.shape[-2]), int(image.shape[-1])):
-        height, width = max(height, MIN_IMAGE_SIDE), max(width, MIN_IMAGE_SIDE)
-    return height, width
+    """(height, width) the trainer will use for ``image`` (the core's rule, ``training_size``)."""
+    return training_size(int(image.shape[-2]), int(image.shape[-1]), float(max_megapixels))
 
 
 def _log_every(steps: int) -> int:
@@ -154,7 +150,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                     tooltip=("Show the current output on this node every this many steps (and at "
                              "the end). Each preview costs one generator pass; 0 turns previews off.")),
                 io.Combo.Input(
-                    "dtype", options=DTYPES, default="auto",
+                    "dtype", options=list(DTYPES), default="auto",
                     tooltip=("Precision of the DINO-ViT forward: auto = bf16 on CUDA GPUs, fp32 "
                              "elsewhere; fp32 is exact and slower. The generator is always fp32.")),
                 SpliceGenerator.Input(
@@ -220,8 +216,8 @@ class SpliceTrainGenerator(io.ComfyNode):
                 appearance_mask: object = None) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
-        a = host.image_to_core(structure, "structure")
-        b = host.image_to_core(appearance, "appearance")
+        a = rt.image_to_core(structure, "structure")
+        b = rt.image_to_core(appearance, "appearance")
         _check_pair(a, b)
         if appearance_mask is not None:
             # The crop IS the appearance image from here on: training targets, the identity term,
@@ -229,19 +225,17 @@ class SpliceTrainGenerator(io.ComfyNode):
             b = crop_to_mask(b, mask_input(appearance_mask, "appearance_mask"), what="appearance_mask")
         min_side = max(MIN_IMAGE_SIDE, dino.backbone.patch_size)
         why = "Splice's generator and DINO's patches need this much"
-        host.check_min_size(a, min_side, "The structure image", why)
+        rt.check_min_size(a, min_side, "The structure image", why)
         if appearance_mask is not None and min(b.shape[-2:]) < min_side:
             raise ValueError(
                 f"appearance_mask: the appearance image cropped to the mask is {b.shape[-1]}x"
                 f"{b.shape[-2]} pixels; the minimum is {min_side}x{min_side} ({why}). Use a mask "
                 f"with a larger region, or upscale the appearance image and its mask first.")
-        host.check_min_size(b, min_side, "The appearance image", why)
-        if steps < 1:
-            raise ValueError(f"steps is {steps}; it must be at least 1.")
+        rt.check_min_size(b, min_side, "The appearance image", why)
+        check_steps(steps)
         check_finite(learning_rate, "learning_rate")
         check_finite(identity_weight, "identity_weight")
-        if check_choice(dtype, "dtype") not in DTYPES:
-            raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}.")
+        check_dtype(check_choice(dtype, "dtype"))
         init = None if init_generator is None else check_generator(init_generator, "init_generator")
         if max_minutes < 0 or autosave_every < 0:
             raise ValueError("max_minutes and autosave_every must be 0 (off) or positive.")
@@ -260,40 +254,40 @@ class SpliceTrainGenerator(io.ComfyNode):
             preview_every=int(preview_every), log_every=_log_every(int(steps)),
             max_megapixels=float(max_megapixels))
 
-        device = host.torch_device()
+        device = rt.torch_device()
         size_a, size_b = _train_size(a, max_megapixels), _train_size(b, max_megapixels)
         vit = vit_shape(dino.backbone)
         full_image = config.full_image_every > 0
         keyframes, overhead = int(a.shape[0]), overhead_for(device)
         need = estimate_training_peak(size_a, size_b, vit, full_image, keyframes, overhead)
-        free = host.free_memory(device, need)
+        free = rt.free_memory(device, need)
         check_training_fits(size_a, size_b, vit, free, full_image,
-                            where=host.memory_where(device), option="max_megapixels",
+                            where=rt.memory_where(device), option="max_megapixels",
                             keyframes=keyframes, overhead=overhead)
         full_hw = (int(a.shape[-2]), int(a.shape[-1]))
         # The result is G(structure) at full size: plan that pass too (streamed when a large
         # photo trained with max_megapixels does not fit whole), so a refusal comes before training.
-        result_plan = plan_apply(device, *full_hw, 1, node=names.TRAIN) if size_a != full_hw else (1, None)
-        progress = host.Progress(config.steps)
+        result_plan = rt.plan_output(device, *full_hw, 1, names.TRAIN) if size_a != full_hw else ApplyPlan(1)
+        progress = rt.Progress(config.steps)
         log.info("Splice: training %d steps on %s with %s (structure %d x %dx%d, appearance %dx%d)",
                  config.steps, device, dino.label, a.shape[0], a.shape[-1], a.shape[-2], b.shape[-1],
                  b.shape[-2])
         hidden = cls.hidden
         autosave = Autosaver(int(autosave_every), hidden.prompt, hidden.extra_pnginfo)
         run_id = stop.current_run(hidden.unique_id)
-        backbone = None
-        try:
-            with host.training_mode(), stop.training_run(*run_id) as stop_event:
-                backbone = host.backbone_for(dino.backbone, device, for_training=True)
+        what = (f"training on a {a.shape[-1]}x{a.shape[-2]} structure and a {b.shape[-1]}x"
+                f"{b.shape[-2]} appearance image with {dino.label}")
+        with rt.memory_guard(device, what, TRAIN_OOM_FIXES):
+            with rt.training_mode(), stop.training_run(*run_id) as stop_event:
                 trained = train_generator(
-                    backbone, host.image_to_core(structure, "structure", clone=True),
-                    host.trainable(b), config, device,
+                    rt.backbone_for(dino.backbone, device, for_training=True),
+                    rt.image_to_core(structure, "structure", clone=True),
+                    rt.trainable(b), config, device,
                     on_step=progress.step, on_preview=progress.preview, init=init,
                     should_finish=stop_event.is_set,
                     max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,
                     checkpoint_every=autosave.every, on_checkpoint=autosave.save,
                     on_log=progress.log)
-                backbone = None
             autosave.save(trained)
             if trained.steps_done < config.steps:
                 log.info("Splice: kept the generator after %d of %d steps", trained.steps_done,
@@ -302,18 +296,6 @@ class SpliceTrainGenerator(io.ComfyNode):
             if final is not None and final[0] == trained.steps_done and a.shape[0] == 1 and size_a == full_hw:
                 result = final[1]  # the core previews G(structure) after the last step
             else:
-                result = run_planned(trained.generator, a, device, *result_plan)
-        except TrainingDiverged as exc:
-            host.release_frames(exc)
-            raise ValueError(f"Training diverged: {exc}") from None
-        except BaseException as exc:  # interrupt, OOM, ...: free the run's tensors, then re-raise
-            host.release_frames(exc)
-            if host.is_out_of_memory(exc):
-                raise host.out_of_memory(exc, device, f"training on a {a.shape[-1]}x{a.shape[-2]} "
-                                         f"structure and a {b.shape[-1]}x{b.shape[-2]} appearance "
-                                         f"image with {dino.label}", TRAIN_OOM_FIXES) from None
-            raise
-        finally:
-            backbone = None
-            host.release_memory()
-        return io.NodeOutput(trained, _loss_map(trained), host.image_to_comfy(result))
+                result = run_apply(trained.generator, a, device, result_plan,
+                                   between_passes=rt.between_passes(device))
+        return io.NodeOutput(trained, _loss_map(trained), rt.image_to_comfy(result))

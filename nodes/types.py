@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ..comfy_splice.dino.vit import DinoBackbone
+from ..comfy_splice.run import TrainedGenerator
 from . import names
 from .api import io
 
@@ -21,7 +22,7 @@ SpliceLoss = io.Custom("SPLICE_LOSS")
 """One configured loss term (:class:`LossSpec`), carrying the backbone it reads."""
 
 SpliceGenerator = io.Custom("SPLICE_GENERATOR")
-"""A trained generator (``comfy_splice.train.TrainedGenerator``)."""
+"""A trained generator (``comfy_splice.run.TrainedGenerator``)."""
 
 LossMap = io.Custom("LOSS_MAP")
 """ComfyUI's own loss-history type: ``{"loss": [float, ...]}`` (drawn by core's Plot Loss Graph)."""
@@ -34,7 +35,7 @@ class DinoHandle:
     """A DINO-ViT loaded on the CPU by "Load DINO-ViT (Splice)".
 
     ``backbone`` was built under ComfyUI's inference mode, so its weights are inference tensors:
-    consumers that need autograd must clone it (see ``nodes.host.backbone_for``).
+    consumers that need autograd must clone it (see ``nodes.comfy_runtime.backbone_for``).
     ``file_name`` is what the user picked; ``path`` where it was read from.
     """
 
@@ -83,3 +84,11 @@ class LossSpec:
     def node_name(self) -> str:
         """The display name of the node that makes this kind of loss (for error messages)."""
         return names.STRUCTURE_LOSS if self.kind == "structure" else names.APPEARANCE_LOSS
+
+
+def check_generator(value: object, name: str = "generator") -> TrainedGenerator:
+    """The input is a trained generator, or a ValueError naming the nodes that make one."""
+    if not isinstance(value, TrainedGenerator):
+        raise ValueError(f"{name}: connect the output of '{names.TRAIN}' or "
+                         f"'{names.LOAD_GENERATOR}' (got {type(value).__name__}).")
+    return value

@@ -29,7 +29,8 @@ import torch
 
 from comfy_splice.dino.fixtures import save_tiny_backbone
 from comfy_splice.dino.weights import load_backbone
-from comfy_splice.train import TrainConfig, train_generator
+from comfy_splice.run import TrainConfig
+from comfy_splice.train import train_generator
 
 from .conftest import synthetic_image
 

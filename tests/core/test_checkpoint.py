@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from comfy_splice.checkpoint import load_generator, read_metadata, save_generator
 from comfy_splice.generator import build_generator
-from comfy_splice.train import TrainConfig, TrainedGenerator
+from comfy_splice.run import TrainConfig, TrainedGenerator
 
 from .conftest import synthetic_image
 

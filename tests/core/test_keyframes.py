@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_splice.train import SpliceTrainer, TrainConfig, stack_keyframes, train_generator
+from comfy_splice.run import TrainConfig
+from comfy_splice.train import SpliceTrainer, stack_keyframes, train_generator
 
 from .conftest import synthetic_image
 from .keyframe_reference import FIXTURE, run_portable

@@ -19,11 +19,13 @@ import comfy_splice.generator as generator_module
 from comfy_splice.dino.fixtures import save_tiny_backbone
 from comfy_splice.dino.vit import DinoBackbone
 from comfy_splice.generator import apply_generator, build_generator
-from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, MemoryBudgetError, TensorPeakTracker,
-                                 ViTShape, apply_chunk_that_fits, check_training_fits,
-                                 estimate_apply_peak, estimate_training_peak, megapixels_that_fit,
-                                 overhead_for, release_heap, scaled_size, vit_shape)
-from comfy_splice.train import SpliceTrainer, TrainConfig, train_generator
+from comfy_splice.measure import TensorPeakTracker, release_heap
+from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, MemoryBudgetError, ViTShape,
+                                 apply_chunk_that_fits, check_training_fits, estimate_apply_peak,
+                                 estimate_training_peak, megapixels_that_fit, overhead_for,
+                                 scaled_size, vit_shape)
+from comfy_splice.run import TrainConfig
+from comfy_splice.train import SpliceTrainer, train_generator
 
 from .conftest import synthetic_image
 
@@ -140,8 +142,10 @@ _RESIDENT_RUN = textwrap.dedent("""
     import json, resource, sys
     import psutil, torch
     from comfy_splice.dino.weights import load_backbone
-    from comfy_splice.memory import estimate_training_peak, release_heap, vit_shape
-    from comfy_splice.train import SpliceTrainer, TrainConfig
+    from comfy_splice.measure import release_heap
+    from comfy_splice.memory import estimate_training_peak, vit_shape
+    from comfy_splice.run import TrainConfig
+    from comfy_splice.train import SpliceTrainer
     backbone = load_backbone(sys.argv[1])
     gen = torch.Generator().manual_seed(0)
     structure, appearance = (torch.rand(1, 3, 720, 1280, generator=gen) for _ in range(2))
@@ -207,7 +211,7 @@ def test_budget_refusal_names_the_size_that_fits(tiny_backbone: DinoBackbone) ->
     photo = (3024, 4032)
     need = estimate_training_peak(photo, photo, vit)
     budget = need // 4
-    with pytest.raises(MemoryBudgetError, match=r"Set max_megapixels to [0-9.]+ or less") as info:
+    with pytest.raises(MemoryBudgetError, match=r"set max_megapixels to [0-9.]+ or less") as info:
         check_training_fits(photo, photo, vit, budget)
     message = str(info.value)
     assert "4032x3024" in message and "written at 4032x3024" in message

@@ -1,5 +1,5 @@
 """Streamed Splice Output (comfy_splice/streaming.py): the plain network's output from bands of
-rows, the host store and the device bands it states, and the budget that picks it."""
+rows, the RAM store and the device bands it states, and the budget that picks it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from comfy_splice.generator import MIN_SIDE, SpliceGenerator, build_generator
-from comfy_splice.memory import (STREAM_HOST_BYTES_PER_PIXEL, MemoryBudgetError, TensorPeakTracker,
-                                 estimate_apply_peak, estimate_streamed_peak, streamed_band_that_fits)
-from comfy_splice.streaming import DEFAULT_BAND_BYTES, HostStore, plan, stream_generator
+from comfy_splice.measure import TensorPeakTracker
+from comfy_splice.memory import (STREAM_RAM_BYTES_PER_PIXEL, MemoryBudgetError, estimate_apply_peak,
+                                 estimate_streamed_peak, streamed_band_that_fits)
+from comfy_splice.streaming import DEFAULT_BAND_BYTES, RamStore, plan, stream_generator
 
 from .conftest import synthetic_image
 
@@ -54,13 +55,13 @@ def test_streamed_output_equals_the_plain_network(generator: SpliceGenerator, he
                                                  band_bytes: int) -> None:
     image = _image(height, width)
     plain = _plain(generator, image)
-    store = HostStore()
+    store = RamStore()
     streamed = stream_generator(generator, image, "cpu", band_bytes=band_bytes, store=store)
     assert streamed.shape == image.shape
     assert float(plain.std()) > 0.03  # the output really varies
     assert float((streamed - plain).abs().max()) <= 1e-5
     assert store.current == 0  # every stored layer was dropped after its last read
-    assert store.peak == plan(height, width, band_bytes).host_bytes  # the plan walks the same pass
+    assert store.peak == plan(height, width, band_bytes).ram_bytes  # the plan walks the same pass
 
 
 @pytest.mark.parametrize("height,width", [(MIN_SIDE, MIN_SIDE), (67, 101)])
@@ -95,21 +96,21 @@ def test_host_store_is_96_bytes_per_padded_pixel() -> None:
         streamed = estimate_streamed_peak(height, width)
         padded_h, padded_w = streamed.padded
         assert padded_h % 32 == 0 and padded_w % 32 == 0 and padded_h >= height and padded_w >= width
-        assert streamed.host_bytes == STREAM_HOST_BYTES_PER_PIXEL * padded_h * padded_w
+        assert streamed.ram_bytes == STREAM_RAM_BYTES_PER_PIXEL * padded_h * padded_w
         assert streamed.band_bytes <= DEFAULT_BAND_BYTES
         small = estimate_streamed_peak(height, width, 16 << 20)
-        assert small.band_bytes <= 16 << 20 and small.host_bytes == streamed.host_bytes
+        assert small.band_bytes <= 16 << 20 and small.ram_bytes == streamed.ram_bytes
         if height * width > 1e6:  # one pass holds ~420 bytes per pixel on the device
             assert small.device_bytes < estimate_apply_peak(height, width) / 20
 
 
 def test_tracked_device_peak_stays_within_the_estimate(generator: SpliceGenerator) -> None:
-    """Every tensor the pass creates, except views of the host store, against the device part
+    """Every tensor the pass creates, except views of the RAM store, against the device part
     of the estimate; the caller's image and output buffer are counted and taken off."""
     height, width, band_bytes = 192, 288, 1 << 20
     image = torch.rand(1, 3, height, width)
     out = torch.empty_like(image)
-    store = HostStore()
+    store = RamStore()
     tracker = TensorPeakTracker(ignore=store.owns)
     tracker.add([image, out])
     caller = tracker.current
@@ -125,7 +126,7 @@ def test_tracked_device_peak_stays_within_the_estimate(generator: SpliceGenerato
     with plain, torch.no_grad():
         generator(image)
     assert tracker.peak - caller - 4 * sum(p.numel() for p in generator.parameters()) < plain.peak / 5
-    assert store.peak == estimate.host_bytes
+    assert store.peak == estimate.ram_bytes
 
 
 def test_band_that_fits_and_the_size_named_when_nothing_does() -> None:
@@ -134,11 +135,11 @@ def test_band_that_fits_and_the_size_named_when_nothing_does() -> None:
     output = 12 * height * width
     # a GPU with 1 GB free and plenty of RAM: bands as large as the default
     fit = streamed_band_that_fits(height, width, 1 << 30, 64 << 30, shared=False, where="memory on cuda:0")
-    assert fit.host_bytes == streamed.host_bytes and fit.device_bytes <= 1 << 30
+    assert fit.ram_bytes == streamed.ram_bytes and fit.device_bytes <= 1 << 30
     # the CPU: the store, the output and the bands out of the same RAM
-    need = streamed.host_bytes + output
+    need = streamed.ram_bytes + output
     fit = streamed_band_that_fits(height, width, need + (64 << 20), need + (64 << 20), shared=True)
-    assert fit.host_bytes + output + fit.device_bytes <= need + (64 << 20)
+    assert fit.ram_bytes + output + fit.device_bytes <= need + (64 << 20)
     with pytest.raises(MemoryBudgetError, match=r"an image of about \d+x\d+ would fit") as refused:
         streamed_band_that_fits(height, width, need // 2, need // 2, shared=True, where="RAM")
     message = str(refused.value)

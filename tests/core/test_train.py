@@ -7,8 +7,8 @@ import torch
 from torchvision.transforms.functional import resize
 
 from comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
-from comfy_splice.train import (SpliceTrainer, TrainConfig, TrainingDiverged, TrainingInterrupted,
-                                train_generator)
+from comfy_splice.run import TrainConfig
+from comfy_splice.train import SpliceTrainer, TrainingDiverged, TrainingInterrupted, train_generator
 
 from .conftest import synthetic_image
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from comfy_splice.checkpoint import load_generator, read_metadata, save_generator
-from comfy_splice.train import TrainConfig, TrainedGenerator, train_generator
+from comfy_splice.run import TrainConfig, TrainedGenerator
+from comfy_splice.train import train_generator
 
 from .conftest import synthetic_image
 

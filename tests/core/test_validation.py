@@ -25,7 +25,7 @@ from comfy_splice.dino.weights import load_backbone
 from comfy_splice.checkpoint import (MAX_CONFIG_CHARS, load_generator, read_metadata,
                                      save_generator)
 from comfy_splice.generator import build_generator
-from comfy_splice.train import TrainConfig, TrainedGenerator
+from comfy_splice.run import TrainConfig, TrainedGenerator
 from comfy_splice.validation import check_finite_image, check_value, json_depth, parse_json
 
 MAX_MESSAGE = 600
@@ -216,7 +216,7 @@ BAD_METADATA = {
     "lr NaN": (_set("splice_config", '{"lr": NaN}'), "lr must be a finite number"),
     "antialias a string": (_config(antialias="yes"), "antialias must be true or false"),
     "dtype a number": (_config(dtype=16), "dtype must be a string"),
-    "dtype unknown": (_config(dtype="fp8"), "dtype must be auto, bf16 or fp32"),
+    "dtype unknown": (_config(dtype="fp8"), "dtype 'fp8' is not one of auto, bf16, fp32"),
     "three betas": (_config(betas=[0.0, 0.9, 0.99]), "betas must hold exactly 2 values"),
     "betas strings": (_config(betas=["a", 0.99]), "betas[0] must be a finite number"),
     "betas an object": (_config(betas={"a": 1}), "betas must be an array, got an object"),

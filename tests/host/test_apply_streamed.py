@@ -1,6 +1,6 @@
 """Splice Output on an image larger than the memory budget allows at once: streamed in bands
 (comfy_splice/streaming.py) with the same result, said in the log, and refused with the size
-that fits only when the bands' host store does not fit either. Run inside ComfyUI's real
+that fits only when the bands' RAM store does not fit either. Run inside ComfyUI's real
 modules (see test_nodes_execute.py); the budget is COMFY_SPLICE_MEMORY_BUDGET_MB, with what the
 process already holds taken as zero so that the numbers are exact."""
 
@@ -21,9 +21,9 @@ HEIGHT, WIDTH = 200, 296  # not multiples of 32: padded and cropped in every ban
 @pytest.fixture
 def budget(comfy: Comfy, monkeypatch: pytest.MonkeyPatch) -> Any:
     """Sets the budget in MiB; the process counts as holding nothing."""
-    host = comfy.module("nodes.host")
-    monkeypatch.setattr(host, "memory_in_use", lambda device: 0)
-    return lambda mib: monkeypatch.setenv(host.MEMORY_BUDGET_ENV, str(mib))
+    rt = comfy.module("nodes.comfy_runtime")
+    monkeypatch.setattr(rt, "memory_in_use", lambda device: 0)
+    return lambda mib: monkeypatch.setenv(rt.MEMORY_BUDGET_ENV, str(mib))
 
 
 def test_an_image_over_the_budget_is_streamed_with_the_same_result(
@@ -32,13 +32,13 @@ def test_an_image_over_the_budget_is_streamed_with_the_same_result(
     plain = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
     budget(40)
     assert estimate_apply_peak(HEIGHT, WIDTH, 1) > 40 << 20  # one whole image is over the budget
-    assert estimate_streamed_peak(HEIGHT, WIDTH, 0).host_bytes + (9 << 20) < 40 << 20
+    assert estimate_streamed_peak(HEIGHT, WIDTH, 0).ram_bytes + (9 << 20) < 40 << 20
     seen: list[tuple[int, int]] = []
-    progress = comfy.module("nodes.host").Progress
+    progress = comfy.module("nodes.comfy_runtime").Progress
     original = progress.step
     progress.step = lambda self, done, total=None: (seen.append((done, total)), original(self, done, total))[1]
     try:
-        with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
+        with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.comfy_splice.apply"):
             streamed = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
     finally:
         progress.step = original
@@ -70,7 +70,7 @@ def test_train_streams_its_full_resolution_result_when_it_does_not_fit_whole(
     structure, appearance = _image(height, width, seed=3), _image(72, 56, seed=1)
     budget(200)
     assert estimate_apply_peak(height, width, 1, overhead_for("cpu")) > 200 << 20  # not whole
-    with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
+    with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.comfy_splice.apply"):
         generator, _, result = _train(comfy, losses, structure, appearance, steps=1, max_megapixels=0.005)
     assert f"Train Generator (Splice): a {width}x{height} image needs about" in caplog.text
     assert "streaming it layer by layer in bands" in caplog.text
@@ -82,20 +82,20 @@ def test_train_streams_its_full_resolution_result_when_it_does_not_fit_whole(
 
 def test_one_budget_variable_the_retired_one_is_named_in_the_log(
         comfy: Comfy, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    host = comfy.module("nodes.host")
-    monkeypatch.delenv(host.MEMORY_BUDGET_ENV, raising=False)
+    rt = comfy.module("nodes.comfy_runtime")
+    monkeypatch.delenv(rt.MEMORY_BUDGET_ENV, raising=False)
     monkeypatch.setenv("COMFY_SPLICE_MEMORY_LIMIT_MB", "100")
-    with caplog.at_level(logging.WARNING, logger=f"{PACK_NAME}.nodes.host"):
-        assert host.memory_budget_bytes() is None  # no longer read
+    with caplog.at_level(logging.WARNING, logger=f"{PACK_NAME}.nodes.comfy_runtime"):
+        assert rt.memory_budget_bytes() is None  # no longer read
     assert "COMFY_SPLICE_MEMORY_LIMIT_MB is no longer read; set COMFY_SPLICE_MEMORY_BUDGET_MB" in caplog.text
-    monkeypatch.setenv(host.MEMORY_BUDGET_ENV, "100")
-    assert host.memory_budget_bytes() == 100 << 20
-    monkeypatch.setattr(host, "memory_in_use", lambda device: 101 << 20)
-    assert host.free_memory(torch.device("cpu"), 0) == 0  # nothing left under the budget
+    monkeypatch.setenv(rt.MEMORY_BUDGET_ENV, "100")
+    assert rt.memory_budget_bytes() == 100 << 20
+    monkeypatch.setattr(rt, "memory_in_use", lambda device: 101 << 20)
+    assert rt.free_memory(torch.device("cpu"), 0) == 0  # nothing left under the budget
     with pytest.raises(torch.OutOfMemoryError, match="over the COMFY_SPLICE_MEMORY_BUDGET_MB budget"):
-        host.check_memory_limit(torch.device("cpu"))
-    monkeypatch.setattr(host, "memory_in_use", lambda device: 40 << 20)
-    assert host.free_memory(torch.device("cpu"), 0) <= 60 << 20  # the budget minus what is held
+        rt.check_memory_limit(torch.device("cpu"))
+    monkeypatch.setattr(rt, "memory_in_use", lambda device: 40 << 20)
+    assert rt.free_memory(torch.device("cpu"), 0) <= 60 << 20  # the budget minus what is held
 
 
 def test_one_image_plans_for_one_whatever_the_batch_size(
@@ -105,7 +105,7 @@ def test_one_image_plans_for_one_whatever_the_batch_size(
     one = estimate_apply_peak(HEIGHT, WIDTH, 1, overhead_for("cpu"))  # what the CPU check counts
     budget((one >> 20) + 1)
     assert estimate_apply_peak(HEIGHT, WIDTH, 2, overhead_for("cpu")) > (one >> 20) + 1 << 20
-    with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.nodes.generators"):
+    with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.comfy_splice.apply"):
         out = comfy.run("SpliceApply", generator=trained[0], images=_image(HEIGHT, WIDTH), batch_size=4)[0]
     assert out.shape == (1, HEIGHT, WIDTH, 3)
     assert "at a time instead of" not in caplog.text and "streaming" not in caplog.text

@@ -156,6 +156,7 @@ def test_cosegmentation_refusals_are_clear_and_the_server_keeps_serving(comfy_se
     result = comfy_server.run(prompt, timeout=120)
     assert result.status == "execution_error", result.terminal
     assert "'load_size'" in result.error_message and "'stride'" in result.error_message
+    assert "bug" not in result.error_message  # a refusal, shown unchanged
     prompt["5"]["inputs"].update(load_size=SIZE, stride=5)
     result = comfy_server.run(prompt, timeout=120)
     assert result.status == "execution_error" and "does not divide" in result.error_message

@@ -47,7 +47,7 @@ def hostile(comfy_server: ComfyServer, tiny_dino_file: Path, tmp_path_factory: p
     """The tiny ViT and a good generator in the model folders, and an uploaded 64x48 image."""
     from comfy_splice.checkpoint import save_generator
     from comfy_splice.generator import build_generator
-    from comfy_splice.train import TrainConfig, TrainedGenerator
+    from comfy_splice.run import TrainConfig, TrainedGenerator
 
     shutil.copy(tiny_dino_file, comfy_server.models_dir / TINY)
     trained = TrainedGenerator(build_generator(seed=5), TrainConfig(steps=3), "tiny", {"loss": [1.0, 0.5]})

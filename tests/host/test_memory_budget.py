@@ -4,7 +4,7 @@ A second server runs with ``COMFY_SPLICE_MEMORY_BUDGET_MB`` (the pack's memory b
 server process may hold, so its room is the budget minus what it already holds), so the refusals
 are exercised without filling the machine: each must come back as one message naming the option
 or size that fits, before the large allocation, and the server must keep answering. Splice
-Output refuses the photo only because even its streamed pass (a ~1.3 GB host store for 12 MP)
+Output refuses the photo only because even its streamed pass (a ~1.3 GB RAM store for 12 MP)
 is more than the room left under 2000 MB by a running server with the photo loaded (about
 0.7 GB, measured). On the shared server (no cap), a 12 MP photo with ``max_megapixels`` trains
 (one step, tiny ViT) and the result has the photo's full resolution.
@@ -87,7 +87,7 @@ def test_12mp_training_is_refused_before_allocating(capped: tuple[ComfyServer, d
     result = server.run(prompt, timeout=300)
     assert not result.ok
     message = result.error_message
-    assert "4032x3024" in message and "Set max_megapixels to" in message, message
+    assert "4032x3024" in message and "set max_megapixels to" in message, message
     assert "Traceback" not in message
     # LoadImage holds the photo (0.15 GB as float32); the training run allocated nothing big
     assert _rss_mb(server) < BUDGET_MB, _rss_mb(server)

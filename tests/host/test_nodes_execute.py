@@ -355,7 +355,7 @@ def test_progress_messages_are_throttled_but_interrupt_is_checked_every_step(
         comfy: Comfy, progress_hook: list[tuple[int, int, Any]]) -> None:
     import comfy.model_management as mm
 
-    progress = comfy.module("nodes.host").Progress(1000, min_interval=3600)
+    progress = comfy.module("nodes.comfy_runtime").Progress(1000, min_interval=3600)
     for done in range(1, 1001):
         progress.step(done)
     assert [v for v, _, _ in progress_hook] == [1, 1000]
@@ -410,7 +410,7 @@ def test_apply_streams_chunks_into_one_output(comfy: Comfy, trained: Any) -> Non
     frames = _image(40, 40, batch=10, seed=6)
     seen: list[int] = []
     hook = trained[0].generator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
-    progress = comfy.module("nodes.host").Progress
+    progress = comfy.module("nodes.comfy_runtime").Progress
     updates: list[tuple[int, int]] = []
     original = progress.step
     progress.step = lambda self, done, total=None: (updates.append((done, total)), original(self, done, total))[1]
@@ -541,3 +541,27 @@ def test_library_errors_become_one_readable_value_error(comfy: Comfy, dino: Any)
         image[0, 3, 4, 1] = float("inf")
     with pytest.raises(ValueError, match="image: the image holds NaN or infinite values"):
         comfy.run("SpliceVisualizeStructure", dino=dino, image=image, block=-1)
+
+
+def test_no_error_type_of_the_pack_reads_as_a_bug(comfy: Comfy) -> None:
+    """Every exception class the pack defines (refusals, memory errors, weights, a stopped run),
+    found by walking the loaded modules so a new one is covered too, passes the node wrapper
+    with its message unchanged and never as 'this is a bug'."""
+    errors = comfy.module("nodes.errors")
+    found = {cls for name, module in list(sys.modules.items()) if name.startswith(f"{PACK_NAME}.")
+             for cls in vars(module).values()
+             if isinstance(cls, type) and issubclass(cls, BaseException) and cls.__module__ == name}
+    names_found = {cls.__name__ for cls in found}
+    assert {"SpliceRefusal", "MemoryBudgetError", "DescriptorMemoryError", "WeightsError",
+            "TrainingDiverged", "TrainingInterrupted", "SpliceOutOfMemoryError"} <= names_found, names_found
+    for cls in sorted(found, key=lambda c: c.__name__):
+        text = f"{cls.__name__}: lower load_size or free memory."
+        raised = cls(text)
+
+        @errors.readable_errors("Some Node")
+        def refuse() -> None:
+            raise raised
+
+        with pytest.raises(BaseException) as info:
+            refuse()
+        assert str(info.value) == text and "bug" not in str(info.value), (cls, str(info.value))

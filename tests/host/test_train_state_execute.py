@@ -80,7 +80,7 @@ def _live_trainers() -> int:
 
 def test_out_of_memory_explains_the_fix_and_returns_the_memory(comfy: Comfy, losses: tuple[Any, Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    host = comfy.module("nodes.host")
+    host = comfy.module("nodes.comfy_runtime")
     trained = _train(comfy, losses, STRUCTURE, APPEARANCE, steps=1, preview_every=0)[0]
     # The estimate before the run says it fits (as if the process held nothing yet); then the
     # process is over the 1 MiB budget at the first step.

@@ -1,4 +1,11 @@
-"""What the nodes need from the ComfyUI host, in one place: devices, memory, images, progress.
+"""What the nodes need from the ComfyUI runtime, in one place: devices, memory, images, progress.
+
+Memory follows one policy for every node that can run out of it: estimate first and check the
+estimate against :func:`free_memory` (the ``COMFY_SPLICE_MEMORY_BUDGET_MB`` budget, then what is
+free: :func:`check_fits`, or the core's own checks given that number), refuse with the core's
+one message (``comfy_splice.refusal``), and run under :func:`memory_guard`, the one place that
+cleans up after an error (frames released, cache emptied, heap trimmed) and turns running out of
+memory anyway into a message that names what to lower.
 
 ComfyUI runs every node under ``torch.inference_mode()``. Tensors made there (input images,
 weights loaded by another node) are inference tensors, which autograd refuses to save for
@@ -14,7 +21,7 @@ import logging
 import os
 import time
 import traceback
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psutil
 import torch
@@ -25,9 +32,12 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy.cli_args import args
 
+from ..comfy_splice.apply import ApplyPlan, plan_apply
 from ..comfy_splice.dino.vit import DinoBackbone
+from ..comfy_splice.measure import release_heap
+from ..comfy_splice.memory import estimate_apply_peak, overhead_for
+from ..comfy_splice.refusal import format_bytes, memory_refusal, mentions_out_of_memory
 from .errors import check_finite_image
-from ..comfy_splice.memory import release_heap
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +118,8 @@ def free_memory(device: torch.device, need: int) -> int:
     return free
 
 
-def free_host_memory() -> int:
-    """Bytes of RAM available to the system (for the host part of a streamed pass on a GPU; on
+def free_ram() -> int:
+    """Bytes of RAM available to the system (for the RAM part of a streamed pass on a GPU; on
     the CPU :func:`free_memory` already counts RAM and the budget)."""
     return int(psutil.virtual_memory().available)
 
@@ -123,11 +133,6 @@ def release_memory() -> None:
     """After a large run: cached GPU blocks back to the driver, freed heap back to the system."""
     mm.soft_empty_cache()
     release_heap()
-
-
-def soft_empty_cache() -> None:
-    """Return cached allocator blocks to the driver (a no-op on the CPU)."""
-    mm.soft_empty_cache()
 
 
 def release_frames(exc: BaseException) -> None:
@@ -154,12 +159,11 @@ class SpliceOutOfMemoryError(torch.OutOfMemoryError):
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """torch's out-of-memory error, or the CPU allocator's RuntimeError for the same thing."""
-    if isinstance(exc, torch.OutOfMemoryError):
+    """torch's out-of-memory error, Python's MemoryError, or an allocator's RuntimeError for the
+    same thing (worded as ``comfy_splice.refusal.mentions_out_of_memory`` knows)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text
-                                              or "not enough memory" in text)
+    return isinstance(exc, RuntimeError) and mentions_out_of_memory(str(exc))
 
 
 def out_of_memory(exc: BaseException, device: torch.device, what: str, fixes: str) -> SpliceOutOfMemoryError:
@@ -195,8 +199,60 @@ def check_memory_limit(device: torch.device) -> None:
     used = memory_in_use(device)
     if used > budget:
         raise torch.OutOfMemoryError(
-            f"{used / 2**20:.0f} MiB in use on {device}, over the {MEMORY_BUDGET_ENV} budget of "
-            f"{budget / 2**20:.0f} MiB")
+            f"{format_bytes(used)} in use on {device}, over the {MEMORY_BUDGET_ENV} budget of "
+            f"{format_bytes(budget)}")
+
+
+def check_fits(device: torch.device, need: int, what: str, advice: str) -> int:
+    """Refuse (MemoryBudgetError) work whose estimate ``need`` exceeds :func:`free_memory`, in
+    the core's one message; return the free bytes otherwise. For nodes whose core call takes no
+    budget of its own."""
+    free = free_memory(device, need)
+    if need > free:
+        raise memory_refusal(what, f"{format_bytes(need)} of {memory_where(device)}",
+                             format_bytes(free), advice)
+    return free
+
+
+def plan_output(device: torch.device, height: int, width: int, requested: int,
+                label: str) -> ApplyPlan:
+    """The core's plan (``comfy_splice.apply.plan_apply``) for generator passes over
+    ``requested`` images of ``height`` x ``width`` on ``device``, given what is free there."""
+    overhead = overhead_for(device)
+    free = free_memory(device, estimate_apply_peak(height, width, requested, overhead))
+    shared = device.type == "cpu"
+    return plan_apply(height, width, requested, free, free if shared else free_ram(), shared,
+                      where=memory_where(device), overhead=overhead, label=label)
+
+
+def between_passes(device: torch.device) -> Callable[[], None]:
+    """What a streamed pass checks after every pass over its bands: Cancel and the budget."""
+
+    def check() -> None:
+        check_interrupt()
+        check_memory_limit(device)
+
+    return check
+
+
+@contextlib.contextmanager
+def memory_guard(device: torch.device, what: str, advice: str) -> Iterator[None]:
+    """The one clean-up of every node that holds large tensors, around its work.
+
+    On any error the frames it passed through drop their locals (:func:`release_frames`), and
+    running out of memory becomes :func:`out_of_memory`'s message (``what`` was being done,
+    ``advice`` names what to lower). Always, afterwards,
+    the cache is emptied and the heap trimmed (:func:`release_memory`).
+    """
+    try:
+        yield
+    except BaseException as exc:  # re-raised, as it is or as the out-of-memory message
+        release_frames(exc)
+        if is_out_of_memory(exc):
+            raise out_of_memory(exc, device, what, advice) from None
+        raise
+    finally:
+        release_memory()
 
 
 def image_to_core(image: Tensor, name: str, clone: bool = False) -> Tensor:
