@@ -24,7 +24,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
 if TYPE_CHECKING:  # imported lazily: core tests need none of the client's packages
-    from tools.comfy_server import ComfyServer
+    from tools.harness.comfy_server import ComfyServer
 
 FOLDER_MARKERS = {"core": "core", "host": "host", "browser": "browser"}
 SERVER_FIXTURES = ("comfy_server", "comfy_server_factory")
@@ -83,8 +83,8 @@ def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """Start extra real ComfyUI servers: ``factory(*more_args, name="server")``. The args are
     added to the defaults (``--cpu`` and $COMFY_SPLICE_SERVER_ARGS); ``replace_args=[...]``
     replaces them. All are stopped by PID at the end of the session."""
-    from tools.comfy_client import ServerError
-    from tools.comfy_server import ComfyServer, default_server_args
+    from tools.harness.comfy_client import ServerError
+    from tools.harness.comfy_server import ComfyServer, default_server_args
 
     started: list[ComfyServer] = []
 
@@ -108,7 +108,7 @@ def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 @pytest.fixture(scope="session")
 def comfy_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
     """The session's real ComfyUI 0.3.75 (``main.py --cpu``) with this pack installed; default
-    cache behaviour (no --cache-lru). See tools/comfy_client.py for the client API."""
+    cache behaviour (no --cache-lru). See tools/harness/comfy_client.py for the client API."""
     return comfy_server_factory(name="comfyui")
 
 

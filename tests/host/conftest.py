@@ -1,8 +1,8 @@
 """Host tests: a real ComfyUI server with this pack installed.
 
 The server fixtures (``comfy_server``, ``comfy_server_factory``) live in tests/conftest.py so
-that browser tests share the same server; the server and its client are in tools/comfy_server.py
-and tools/comfy_client.py. This file adds host-only checks.
+that browser tests share the same server; the server and its client are in tools/harness/comfy_server.py
+and tools/harness/comfy_client.py. This file adds host-only checks.
 """
 
 from __future__ import annotations

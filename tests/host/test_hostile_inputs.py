@@ -24,8 +24,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import websocket
-from tools.comfy_client import Execution, PromptRejected, RunResult
-from tools.comfy_server import REPO_ROOT, ComfyServer
+from tools.harness.comfy_client import Execution, PromptRejected, RunResult
+from tools.harness.comfy_server import REPO_ROOT, ComfyServer
 
 TINY = "hostile_tiny.pth"
 GOOD_GENERATOR = "hostile_good.safetensors"

@@ -20,8 +20,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from comfy_splice.backbone import DEFAULT_MODEL, DINO_MODELS
-from tools.comfy_client import RunResult
-from tools.comfy_server import ComfyServer
+from tools.harness.comfy_client import RunResult
+from tools.harness.comfy_server import ComfyServer
 
 TINY = "tiny_dino_vit.pth"
 STRUCTURE_SIZE = (64, 48)  # PIL (width, height)

@@ -10,7 +10,7 @@ from typing import Any
 
 from safetensors import safe_open
 
-from tools.comfy_server import ComfyServer
+from tools.harness.comfy_server import ComfyServer
 from test_nodes_server import TRAIN, files, splice_graph  # noqa: F401 (fixture)
 
 SAVE = "11"
