@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tools.assets import build_workflows, make_examples
+from tools.assets import build_workflows
 from tools.harness import comfy_page
 from tools.harness.comfy_server import ComfyServer
 from tools.provision import REPO_ROOT

@@ -3,7 +3,8 @@
 tools/assets/build_workflows.py builds these in the real ComfyUI page; the browser tests read the
 same descriptions for names and for which nodes to run. Facts owned elsewhere are read from
 there: the DINO file and URL from comfy_splice.backbone, the example inputs from
-tools/assets/make_examples.py, and the Train node's defaults from its schema (the page fills every widget not named here).
+tools/assets/make_examples.py, and the Train node's defaults from its schema (the page fills
+every widget not named here).
 """
 
 from __future__ import annotations
