@@ -66,7 +66,8 @@ def test_cancel_returns_nothing_and_the_autosave_resumes(comfy_server: ComfyServ
         return [n for n in info["input"]["required"]["generator_name"][1]["options"] if n.startswith("autosave/")]
 
     before = set(autosaves())
-    prompt = _with_save(splice_graph(splice_files, steps=5000, preview_every=0, seed=8765, autosave_every=2),
+    # A preview at every step, so that every step's progress value is sent (see above).
+    prompt = _with_save(splice_graph(splice_files, steps=5000, preview_every=1, seed=8765, autosave_every=2),
                         "splice/cancelled")
     execution = comfy_server.submit(prompt)
     with execution:
