@@ -22,7 +22,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from bench import _common
 

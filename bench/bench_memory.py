@@ -41,7 +41,6 @@ import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from bench import _common
 

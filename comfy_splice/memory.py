@@ -23,7 +23,7 @@ import torch
 
 from . import streaming
 from .dino.vit import dino_input_size
-from .refusal import MemoryBudgetError, downscale_advice, format_bytes, memory_refusal
+from .refusal import downscale_advice, format_bytes, memory_refusal
 
 log = logging.getLogger(__name__)
 

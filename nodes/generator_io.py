@@ -20,7 +20,7 @@ from comfy.cli_args import args
 from ..comfy_splice.checkpoint import load_generator, save_generator
 from ..comfy_splice.validation import NAME_MAX_BYTES, PATH_MAX_BYTES, check_file_name
 from . import comfy_runtime as rt, names, paths
-from .api import CATEGORY, io, ui
+from .api import CATEGORY, io
 from .errors import check_choice, readable_errors
 from .types import SpliceGenerator, check_generator
 

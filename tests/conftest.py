@@ -7,16 +7,17 @@
   Do not add ``__init__.py`` files under tests/ either.
 - Marks tests by folder: tests/core -> ``core``, tests/host -> ``host``, tests/browser ->
   ``browser`` (select with ``-m``).
-- Fixtures shared by every folder: ``tiny_dino_file``, and the real ComfyUI server
-  (``comfy_server``, ``comfy_server_factory``, defined here rather than in tests/host so host
-  and browser tests share one server per session). On a failing test that used a server, the
+- Fixtures shared by every folder: the tiny weights (``tiny_dino_file``, ``tiny_dino_state``,
+  ``tiny_generator_file``; no test writes its own), and the real ComfyUI server (``comfy_server``,
+  ``comfy_server_factory``, defined here rather than in tests/host so host and browser tests
+  share one server per session). On a failing test that used a server, the
   server's log tail is added to the report.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import pytest
 
@@ -24,7 +25,7 @@ TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 
 if TYPE_CHECKING:  # imported lazily: core tests need none of the client's packages
-    from tools.comfy_server import ComfyServer
+    from tools.harness.comfy_server import ComfyServer
 
 FOLDER_MARKERS = {"core": "core", "host": "host", "browser": "browser"}
 SERVER_FIXTURES = ("comfy_server", "comfy_server_factory")
@@ -71,11 +72,36 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 @pytest.fixture(scope="session")
 def tiny_dino_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random DINO-layout .pth (ViT, patch 16, dim 64, depth 2) that load_backbone loads."""
+    """The session's one tiny random DINO-layout ViT (patch 16, dim 64, depth 2, DINO's names)
+    as a .pth that load_backbone loads: what every tier uses for "a DINO file". Real DINO
+    weights cannot be downloaded on these machines; nothing here pretends to be them."""
     from comfy_splice.dino.fixtures import save_tiny_backbone
 
     path = save_tiny_backbone(tmp_path_factory.mktemp("tiny_dino") / "tiny_dino_vit.pth")
     return Path(path)
+
+
+@pytest.fixture
+def tiny_dino_state(tiny_dino_file: Path) -> dict[str, Any]:
+    """``tiny_dino_file``'s state dict, read afresh for each test (tests that craft bad weight
+    files start from it and may change it)."""
+    import torch
+
+    return torch.load(tiny_dino_file, weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A good, untrained Splice generator file (seed 3, ``TrainConfig(steps=5)``, a two-value
+    loss history ``[2.0, 1.0]``, and a ``prompt`` entry in its metadata): what the tests that
+    craft bad generator files start from. Copy it before changing it."""
+    from comfy_splice.checkpoint import save_generator
+    from comfy_splice.generator import build_generator
+    from comfy_splice.train import TrainConfig, TrainedGenerator
+
+    trained = TrainedGenerator(build_generator(seed=3), TrainConfig(steps=5), "dino_vits8", {"loss": [2.0, 1.0]})
+    return save_generator(tmp_path_factory.mktemp("tiny_generator") / "good.safetensors", trained,
+                          {"prompt": "{}"})
 
 
 @pytest.fixture(scope="session")
@@ -83,8 +109,8 @@ def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
     """Start extra real ComfyUI servers: ``factory(*more_args, name="server")``. The args are
     added to the defaults (``--cpu`` and $COMFY_SPLICE_SERVER_ARGS); ``replace_args=[...]``
     replaces them. All are stopped by PID at the end of the session."""
-    from tools.comfy_client import ServerError
-    from tools.comfy_server import ComfyServer, default_server_args
+    from tools.harness.comfy_client import ServerError
+    from tools.harness.comfy_server import ComfyServer, default_server_args
 
     started: list[ComfyServer] = []
 
@@ -108,7 +134,7 @@ def comfy_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[C
 @pytest.fixture(scope="session")
 def comfy_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
     """The session's real ComfyUI 0.3.75 (``main.py --cpu``) with this pack installed; default
-    cache behaviour (no --cache-lru). See tools/comfy_client.py for the client API."""
+    cache behaviour (no --cache-lru). See tools/harness/comfy_client.py for the client API."""
     return comfy_server_factory(name="comfyui")
 
 

@@ -22,7 +22,7 @@ async function stopAndKeep(node, widget) {
 }
 
 app.registerExtension({
-  name: "comfy_splice.StopAndKeep",
+  name: "comfy-splice.StopAndKeep",
   nodeCreated(node) {
     if (node.comfyClass !== NODE) return;
     // Not serialised: saved workflows keep their positional widgets_values unchanged.

@@ -25,8 +25,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from tools import build_workflows, comfy_page, make_examples
-from tools.comfy_server import ComfyServer
+from tools.assets import build_workflows
+from tools.harness import comfy_page
+from tools.harness.comfy_server import ComfyServer
 from tools.provision import REPO_ROOT
 
 ARTIFACTS = REPO_ROOT / "artifacts" / "browser"

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from tools import comfy_page, workflow_specs as bw
-from tools.comfy_server import ComfyServer
+from tools.assets import workflow_specs as bw
+from tools.harness import comfy_page
+from tools.harness.comfy_server import ComfyServer
 
 TEST_STEPS = 2
 HUB_TEMPLATES = [s for s in bw.WORKFLOWS

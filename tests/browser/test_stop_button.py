@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tools import comfy_page, workflow_specs as bw
-from tools.comfy_server import ComfyServer
+from tools.assets import workflow_specs as bw
+from tools.harness import comfy_page
+from tools.harness.comfy_server import ComfyServer
 
 STEPS = 5000
 

@@ -18,9 +18,9 @@ from typing import Any
 import requests
 from PIL import Image
 
-from tools import build_workflows as bw
-from tools import make_examples
-from tools.comfy_server import ComfyServer
+from tools.assets import build_workflows as bw
+from tools.assets import make_examples
+from tools.harness.comfy_server import ComfyServer
 
 FRONTEND_ONLY = {"MarkdownNote", "Note"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}

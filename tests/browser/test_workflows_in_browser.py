@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools import build_workflows as bw
-from tools import comfy_page, make_examples
-from tools.comfy_server import ComfyServer
+from tools.assets import build_workflows as bw
+from tools.assets import make_examples
+from tools.harness import comfy_page
+from tools.harness.comfy_server import ComfyServer
 
 TEST_STEPS = 4
 RUN_TIMEOUT_S = 300

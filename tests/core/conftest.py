@@ -1,6 +1,5 @@
-"""Fixtures for the core tests: a tiny random DINO-layout ViT written to disk and loaded through
-the real loading code, and small synthetic images. Real DINO weights cannot be downloaded on
-these machines; nothing here pretends to be them."""
+"""Fixtures for the core tests: the tiny random DINO-layout ViT (tests/conftest.py's
+``tiny_dino_file``) loaded through the real loading code, and small synthetic images."""
 
 from __future__ import annotations
 
@@ -9,20 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from comfy_splice.dino.fixtures import save_tiny_backbone
 from comfy_splice.dino.vit import DinoBackbone
 from comfy_splice.dino.weights import load_backbone
 
 
 @pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-block, 64-wide, patch-16 ViT state dict in DINO's naming, as a .pth file."""
-    return save_tiny_backbone(tmp_path_factory.mktemp("weights") / "tiny_dino.pth")
-
-
-@pytest.fixture(scope="session")
-def tiny_backbone(tiny_weights: Path) -> DinoBackbone:
-    return load_backbone(tiny_weights)
+def tiny_backbone(tiny_dino_file: Path) -> DinoBackbone:
+    """``tiny_dino_file`` loaded: a 2-block, 64-wide, patch-16 ViT."""
+    return load_backbone(tiny_dino_file)
 
 
 def synthetic_image(height: int, width: int, seed: int) -> torch.Tensor:

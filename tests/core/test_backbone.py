@@ -149,8 +149,8 @@ def test_self_similarity_is_a_cosine_matrix() -> None:
     torch.testing.assert_close(sim[0, 1, 2], F.cosine_similarity(keys[0, 1], keys[0, 2], dim=0))
 
 
-def test_dino_training_checkpoints_load(tmp_path: Path, tiny_weights: Path) -> None:
-    state = torch.load(tiny_weights, weights_only=True)
+def test_dino_training_checkpoints_load(tmp_path: Path, tiny_dino_file: Path) -> None:
+    state = torch.load(tiny_dino_file, weights_only=True)
     wrapped = {"teacher": {f"module.backbone.{k}": v for k, v in state.items()}
                | {"module.head.mlp.0.weight": torch.zeros(2, 2)}}
     torch.save(wrapped, tmp_path / "checkpoint.pth")
@@ -165,8 +165,8 @@ def test_missing_file_names_the_file_and_the_url(tmp_path: Path) -> None:
     assert DINO_MODELS["dino_vitb8"].url in str(info.value)
 
 
-def test_truncated_file_is_refused(tmp_path: Path, tiny_weights: Path) -> None:
-    data = tiny_weights.read_bytes()
+def test_truncated_file_is_refused(tmp_path: Path, tiny_dino_file: Path) -> None:
+    data = tiny_dino_file.read_bytes()
     (tmp_path / "cut.pth").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated"):
         load_backbone(tmp_path / "cut.pth")
@@ -204,7 +204,7 @@ def test_download_offline_names_folder_file_and_url(tmp_path: Path) -> None:
     assert model.file_name in missing_weights_message("dino_vits16", tmp_path)
 
 
-def test_download_is_skipped_when_the_file_is_there(tmp_path: Path, tiny_weights: Path) -> None:
+def test_download_is_skipped_when_the_file_is_there(tmp_path: Path, tiny_dino_file: Path) -> None:
     target = tmp_path / DINO_MODELS["dino_vits16"].file_name
-    target.write_bytes(tiny_weights.read_bytes())
+    target.write_bytes(tiny_dino_file.read_bytes())
     assert download_weights("dino_vits16", tmp_path) == target

@@ -2,7 +2,7 @@
 
 ComfyUI's frontend (1.32.9 and 1.58.1) shows ``/extensions/<pack dir>/docs/<NodeId>.md`` in the
 node's help panel; tests/host/test_help_pages_server.py checks that the real server serves them.
-The schemas are read from nodes/*.py by ``tools.help_pages`` (no ComfyUI import here).
+The schemas are read from nodes/*.py by ``tools.assets.help_pages`` (no ComfyUI import here).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tools import help_pages, make_help_images
-from tools.help_pages import DOCS_DIR, REPO_ROOT, node_schemas, page_path, sections, table_names
+from tools.assets import help_pages, make_help_images
+from tools.assets.help_pages import DOCS_DIR, REPO_ROOT, node_schemas, page_path, sections, table_names
 
 SCHEMAS = node_schemas()
 MAX_LINES = 90
@@ -122,7 +122,7 @@ def test_pictures_exist_are_small_and_relative() -> None:
             referenced.add(path.name)
     assert referenced, "no page shows a picture"
     made = {spec.name for spec in make_help_images.PICTURES}
-    assert referenced <= made, "every picture is made by tools/make_help_images.py"
+    assert referenced <= made, "every picture is made by tools/assets/make_help_images.py"
     assert make_help_images.problems() == []
 
 

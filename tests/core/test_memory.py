@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import comfy_splice.generator as generator_module
-from comfy_splice.dino.fixtures import save_tiny_backbone
 from comfy_splice.dino.vit import DinoBackbone
 from comfy_splice.generator import apply_generator, build_generator
 from comfy_splice.measure import TensorPeakTracker, release_heap
@@ -160,15 +159,14 @@ _RESIDENT_RUN = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_cpu_estimate_bounds_what_the_process_really_grows_by(tmp_path: Path) -> None:
+def test_cpu_estimate_bounds_what_the_process_really_grows_by(tiny_dino_file: Path) -> None:
     """On the CPU, Train Generator compares the estimate times CPU_RESIDENT_OVERHEAD with the
     available RAM, so the process's peak RSS must grow by less than that. 1280x720 with a tiny
     ViT is the worst case measured (the generator is nearly all of it, and its blocks are just
     under glibc's 32 MB mmap threshold, so the heap keeps what they free); a fresh process, so
     that the peak RSS is this run's own."""
-    weights = save_tiny_backbone(tmp_path / "tiny.pth")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    done = subprocess.run([sys.executable, "-c", _RESIDENT_RUN, str(weights)], env=env,
+    done = subprocess.run([sys.executable, "-c", _RESIDENT_RUN, str(tiny_dino_file)], env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     growth, tensors = json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,6 +8,7 @@ models it lists are the loader's table (one definition, in comfy_splice/dino/mod
 from __future__ import annotations
 
 import ast
+import re
 import tomllib
 from pathlib import Path
 
@@ -43,3 +44,16 @@ def test_web_directory_is_declared_once() -> None:
     values = [node.value.value for node in tree.body if isinstance(node, ast.Assign)
               and any(getattr(t, "id", None) == "WEB_DIRECTORY" for t in node.targets)]
     assert values == ["./web"] and (REPO_ROOT / "web" / "splice.js").is_file()
+
+
+def test_web_extension_ids_share_the_packs_name() -> None:
+    """Every extension the pack's web/ registers is named ``<project name>.<Feature>``: one
+    spelling of the prefix, so the ids (which the frontend keeps settings and errors under) read
+    as one pack's, and no two collide."""
+    prefix = _pyproject()["project"]["name"] + "."
+    names = [name for script in sorted((REPO_ROOT / "web").glob("*.js"))
+             for name in re.findall(r"registerExtension\(\{\s*name:\s*\"([^\"]+)\"", script.read_text("utf-8"))]
+    assert len(names) == len(list((REPO_ROOT / "web").glob("*.js"))) >= 2  # one per script, all found
+    assert len(set(names)) == len(names)
+    assert all(name.startswith(prefix) and re.fullmatch(r"[A-Z][A-Za-z]+", name[len(prefix):])
+               for name in names), names

@@ -18,23 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from comfy_splice.dino import weights as dino_weights
-from comfy_splice.dino.fixtures import save_tiny_backbone
 from comfy_splice.dino.models import WeightsError
 from comfy_splice.dino.vit import timm_vit
 from comfy_splice.dino.weights import load_backbone
-from comfy_splice.checkpoint import (MAX_CONFIG_CHARS, load_generator, read_metadata,
-                                     save_generator)
-from comfy_splice.generator import build_generator
-from comfy_splice.run import TrainConfig, TrainedGenerator
+from comfy_splice.checkpoint import (MAX_CONFIG_CHARS, load_generator, read_metadata)
+from comfy_splice.run import TrainConfig
 from comfy_splice.validation import check_finite_image, check_value, json_depth, parse_json
 
 MAX_MESSAGE = 600
-
-
-@pytest.fixture(scope="module")
-def tiny_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
-    path = save_tiny_backbone(tmp_path_factory.mktemp("tiny") / "tiny.pth")
-    return torch.load(path, weights_only=True)
 
 
 def _refused(path: Path, *expected: str, error: type[Exception] = WeightsError) -> str:
@@ -62,8 +53,8 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
-def test_a_far_block_index_is_refused_before_building(tiny_state: dict, tmp_path: Path, suffix: str) -> None:
-    state = dict(tiny_state, **{"blocks.20000.x": torch.zeros(1)})
+def test_a_far_block_index_is_refused_before_building(tiny_dino_state: dict, tmp_path: Path, suffix: str) -> None:
+    state = dict(tiny_dino_state, **{"blocks.20000.x": torch.zeros(1)})
     _refused(_save(state, tmp_path / f"far{suffix}"), "blocks.20000.x", "20,000", f"at most {dino_weights.MAX_DEPTH}")
 
 
@@ -72,26 +63,26 @@ def test_a_far_block_index_is_refused_before_building(tiny_state: dict, tmp_path
     ("blocks.01.norm1.weight", "'blocks.01.norm1.weight' does not name a block"),
     ("blocks.3", "'blocks.3' does not name a block"),
 ])
-def test_block_keys_that_do_not_parse_are_named(tiny_state: dict, tmp_path: Path, key: str, expected: str) -> None:
-    _refused(_save(dict(tiny_state, **{key: torch.zeros(1)}), tmp_path / "bad.pth"), expected)
+def test_block_keys_that_do_not_parse_are_named(tiny_dino_state: dict, tmp_path: Path, key: str, expected: str) -> None:
+    _refused(_save(dict(tiny_dino_state, **{key: torch.zeros(1)}), tmp_path / "bad.pth"), expected)
 
 
-def test_a_gap_in_the_blocks_is_refused(tiny_state: dict, tmp_path: Path) -> None:
-    state = {k.replace("blocks.1.", "blocks.2."): v for k, v in tiny_state.items()}
+def test_a_gap_in_the_blocks_is_refused(tiny_dino_state: dict, tmp_path: Path) -> None:
+    state = {k.replace("blocks.1.", "blocks.2."): v for k, v in tiny_dino_state.items()}
     _refused(_save(state, tmp_path / "gap.pth"), "block 1 is missing", "block 2")
 
 
-def test_inconsistent_blocks_are_refused(tiny_state: dict, tmp_path: Path) -> None:
-    state = dict(tiny_state)
+def test_inconsistent_blocks_are_refused(tiny_dino_state: dict, tmp_path: Path) -> None:
+    state = dict(tiny_dino_state)
     state["blocks.1.mlp.fc1.weight"] = torch.zeros(128, 64)
     _refused(_save(state, tmp_path / "shape.pth"), "blocks.1.mlp.fc1.weight has shape (128, 64)",
              "block 0's is (256, 64)")
-    state = {k: v for k, v in tiny_state.items() if k != "blocks.1.attn.proj.bias"}
+    state = {k: v for k, v in tiny_dino_state.items() if k != "blocks.1.attn.proj.bias"}
     _refused(_save(state, tmp_path / "missing.pth"), "block 1 has no 'attn.proj.bias'")
 
 
-def test_a_huge_width_declared_by_a_tiny_tensor_allocates_nothing(tiny_state: dict, tmp_path: Path) -> None:
-    state = dict(tiny_state)
+def test_a_huge_width_declared_by_a_tiny_tensor_allocates_nothing(tiny_dino_state: dict, tmp_path: Path) -> None:
+    state = dict(tiny_dino_state)
     # A stride-0 view: 4 bytes in the file, 100000 x 3 x 16 x 16 floats as declared.
     state["patch_embed.proj.weight"] = torch.zeros(1).expand(100_000, 3, 16, 16)
     path = _save(state, tmp_path / "wide.pth")
@@ -116,24 +107,24 @@ def test_tensors_whose_data_is_not_in_the_file_are_refused(tmp_path: Path) -> No
     ({"extra.weight": torch.zeros(3)}, "unknown tensor 'extra.weight'"),
     ({"norm.weight": torch.full((64,), float("nan"))}, "norm.weight holds NaN"),
 ])
-def test_caps_and_layout(tiny_state: dict, tmp_path: Path, change: dict, expected: str) -> None:
-    _refused(_save(dict(tiny_state, **change), tmp_path / "bad.safetensors"), expected)
+def test_caps_and_layout(tiny_dino_state: dict, tmp_path: Path, change: dict, expected: str) -> None:
+    _refused(_save(dict(tiny_dino_state, **change), tmp_path / "bad.safetensors"), expected)
 
 
-def test_thousands_of_unknown_keys_give_a_short_message(tiny_state: dict, tmp_path: Path) -> None:
-    state = dict(tiny_state, **{f"junk.{i}": torch.zeros(1) for i in range(500)})
+def test_thousands_of_unknown_keys_give_a_short_message(tiny_dino_state: dict, tmp_path: Path) -> None:
+    state = dict(tiny_dino_state, **{f"junk.{i}": torch.zeros(1) for i in range(500)})
     _refused(_save(state, tmp_path / "junk.pth"), "unknown tensor 'junk.0' (and 499 more)")
-    state = dict(tiny_state, **{f"junk.{i}": torch.zeros(1) for i in range(5000)})
+    state = dict(tiny_dino_state, **{f"junk.{i}": torch.zeros(1) for i in range(5000)})
     _refused(_save(state, tmp_path / "many.safetensors"), f"{len(state):,} tensors")
 
 
-def test_keys_that_are_not_strings_are_refused(tiny_state: dict, tmp_path: Path) -> None:
-    _refused(_save(dict(tiny_state, **{}) | {7: torch.zeros(1)}, tmp_path / "int.pth"), "7 is not a string")
+def test_keys_that_are_not_strings_are_refused(tiny_dino_state: dict, tmp_path: Path) -> None:
+    _refused(_save(dict(tiny_dino_state, **{}) | {7: torch.zeros(1)}, tmp_path / "int.pth"), "7 is not a string")
 
 
-def test_truncated_files_are_refused(tiny_state: dict, tmp_path: Path) -> None:
+def test_truncated_files_are_refused(tiny_dino_state: dict, tmp_path: Path) -> None:
     for suffix in (".pth", ".safetensors"):
-        whole = _save(tiny_state, tmp_path / f"whole{suffix}").read_bytes()
+        whole = _save(tiny_dino_state, tmp_path / f"whole{suffix}").read_bytes()
         cut = tmp_path / f"cut{suffix}"
         cut.write_bytes(whole[: len(whole) // 2])
         message = _refused(cut, "cut" + suffix)
@@ -158,8 +149,8 @@ def test_pickled_code_is_refused_and_never_run(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_load_calls_cancel_between_stages(tiny_state: dict, tmp_path: Path) -> None:
-    path = _save(tiny_state, tmp_path / "ok.safetensors")
+def test_load_calls_cancel_between_stages(tiny_dino_state: dict, tmp_path: Path) -> None:
+    path = _save(tiny_dino_state, tmp_path / "ok.safetensors")
     calls: list[int] = []
     assert load_backbone(path, cancel=lambda: calls.append(1)).depth == 2
     assert len(calls) >= 2
@@ -174,21 +165,15 @@ def test_load_calls_cancel_between_stages(tiny_state: dict, tmp_path: Path) -> N
         load_backbone(path, cancel=cancel)
 
 
-def test_a_good_file_loads_the_same_from_both_formats(tiny_state: dict, tmp_path: Path) -> None:
-    a = load_backbone(_save(tiny_state, tmp_path / "a.pth"))
-    b = load_backbone(_save(tiny_state, tmp_path / "b.safetensors"))
+def test_a_good_file_loads_the_same_from_both_formats(tiny_dino_state: dict, tmp_path: Path) -> None:
+    a = load_backbone(_save(tiny_dino_state, tmp_path / "a.pth"))
+    b = load_backbone(_save(tiny_dino_state, tmp_path / "b.safetensors"))
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
         assert ka == kb and torch.equal(va, vb) and va.dtype == torch.float32
-    assert torch.equal(a.state_dict()["vit.blocks.1.attn.qkv.weight"], tiny_state["blocks.1.attn.qkv.weight"])
+    assert torch.equal(a.state_dict()["vit.blocks.1.attn.qkv.weight"], tiny_dino_state["blocks.1.attn.qkv.weight"])
 
 
 # -- generator files -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    trained = TrainedGenerator(build_generator(seed=3), TrainConfig(steps=5), "dino_vits8", {"loss": [2.0, 1.0]})
-    return save_generator(tmp_path_factory.mktemp("gen") / "good.safetensors", trained, {"prompt": "{}"})
 
 
 def _rewrite(source: Path, target: Path, metadata: Callable[[dict], dict] = lambda m: m,
@@ -242,9 +227,9 @@ BAD_METADATA = {
 
 
 @pytest.mark.parametrize("case", list(BAD_METADATA))
-def test_crafted_metadata_gives_one_readable_value_error(generator_file: Path, tmp_path: Path, case: str) -> None:
+def test_crafted_metadata_gives_one_readable_value_error(tiny_generator_file: Path, tmp_path: Path, case: str) -> None:
     change, expected = BAD_METADATA[case]
-    path = _rewrite(generator_file, tmp_path / "crafted.safetensors", metadata=change)
+    path = _rewrite(tiny_generator_file, tmp_path / "crafted.safetensors", metadata=change)
     with pytest.raises(ValueError) as info:
         load_generator(path)
     assert type(info.value) is ValueError
@@ -263,23 +248,23 @@ BAD_TENSORS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_TENSORS))
-def test_generator_tensors_must_be_exactly_the_generators(generator_file: Path, tmp_path: Path, case: str) -> None:
+def test_generator_tensors_must_be_exactly_the_generators(tiny_generator_file: Path, tmp_path: Path, case: str) -> None:
     change, expected = BAD_TENSORS[case]
-    path = _rewrite(generator_file, tmp_path / "tensors.safetensors", tensors=change)
+    path = _rewrite(tiny_generator_file, tmp_path / "tensors.safetensors", tensors=change)
     with pytest.raises(ValueError) as info:
         load_generator(path)
     assert type(info.value) is ValueError and expected in str(info.value), str(info.value)
 
 
-def test_a_truncated_generator_is_refused(generator_file: Path, tmp_path: Path) -> None:
-    data = generator_file.read_bytes()
+def test_a_truncated_generator_is_refused(tiny_generator_file: Path, tmp_path: Path) -> None:
+    data = tiny_generator_file.read_bytes()
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 1000])
     with pytest.raises(ValueError, match="cut.safetensors is not a readable .safetensors file"):
         load_generator(tmp_path / "cut.safetensors")
 
 
-def test_a_good_generator_still_loads(generator_file: Path, tmp_path: Path) -> None:
-    loaded = load_generator(_rewrite(generator_file, tmp_path / "same.safetensors"))
+def test_a_good_generator_still_loads(tiny_generator_file: Path, tmp_path: Path) -> None:
+    loaded = load_generator(_rewrite(tiny_generator_file, tmp_path / "same.safetensors"))
     assert loaded.config == TrainConfig(steps=5) and loaded.history == {"loss": [2.0, 1.0]}
 
 

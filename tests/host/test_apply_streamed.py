@@ -1,7 +1,7 @@
 """Splice Output on an image larger than the memory budget allows at once: streamed in bands
 (comfy_splice/streaming.py) with the same result, said in the log, and refused with the size
 that fits only when the bands' RAM store does not fit either. Run inside ComfyUI's real
-modules (see test_nodes_execute.py); the budget is COMFY_SPLICE_MEMORY_BUDGET_MB, with what the
+modules (see comfy_in_process.py); the budget is COMFY_SPLICE_MEMORY_BUDGET_MB, with what the
 process already holds taken as zero so that the numbers are exact."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak, overhead_for
-from test_nodes_execute import PACK_NAME, Comfy, _image, _train, comfy, dino, losses, trained  # noqa: F401
+from comfy_in_process import PACK_NAME, Comfy, inference_image, train_node
 
 HEIGHT, WIDTH = 200, 296  # not multiples of 32: padded and cropped in every band
 
@@ -28,7 +28,7 @@ def budget(comfy: Comfy, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_an_image_over_the_budget_is_streamed_with_the_same_result(
         comfy: Comfy, trained: Any, budget: Any, caplog: pytest.LogCaptureFixture) -> None:
-    frames = _image(HEIGHT, WIDTH, batch=2, seed=9)
+    frames = inference_image(HEIGHT, WIDTH, batch=2, seed=9)
     plain = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
     budget(40)
     assert estimate_apply_peak(HEIGHT, WIDTH, 1) > 40 << 20  # one whole image is over the budget
@@ -53,12 +53,12 @@ def test_an_image_the_host_store_cannot_hold_is_refused_with_the_size_that_fits(
         comfy: Comfy, trained: Any, budget: Any) -> None:
     budget(30)  # under the 296x200 image's streamed need on the CPU (x CPU_RESIDENT_OVERHEAD)
     with pytest.raises(ValueError, match=r"an image of about \d+x\d+ would fit") as refused:
-        comfy.run("SpliceApply", generator=trained[0], images=_image(HEIGHT, WIDTH), batch_size=1)
+        comfy.run("SpliceApply", generator=trained[0], images=inference_image(HEIGHT, WIDTH), batch_size=1)
     message = str(refused.value)
     assert f"Applying the generator to a {WIDTH}x{HEIGHT} image" in message
     assert "streamed in bands" in message and "Traceback" not in message
     fit_w, fit_h = (int(v) for v in message.split("an image of about ")[1].split(" ")[0].split("x"))
-    out = comfy.run("SpliceApply", generator=trained[0], images=_image(fit_h, fit_w), batch_size=1)[0]
+    out = comfy.run("SpliceApply", generator=trained[0], images=inference_image(fit_h, fit_w), batch_size=1)[0]
     assert out.shape == (1, fit_h, fit_w, 3)  # the size it names does run under the same budget
 
 
@@ -67,11 +67,11 @@ def test_train_streams_its_full_resolution_result_when_it_does_not_fit_whole(
     """max_megapixels trains small; the result at the structure image's full size then goes
     through the same plan as Splice Output: streamed when it does not fit whole, not refused."""
     height, width = 2 * HEIGHT, 2 * WIDTH
-    structure, appearance = _image(height, width, seed=3), _image(72, 56, seed=1)
+    structure, appearance = inference_image(height, width, seed=3), inference_image(72, 56, seed=1)
     budget(200)
     assert estimate_apply_peak(height, width, 1, overhead_for("cpu")) > 200 << 20  # not whole
     with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.comfy_splice.apply"):
-        generator, _, result = _train(comfy, losses, structure, appearance, steps=1, max_megapixels=0.005)
+        generator, _, result = train_node(comfy, losses, structure, appearance, steps=1, max_megapixels=0.005)
     assert f"Train Generator (Splice): a {width}x{height} image needs about" in caplog.text
     assert "streaming it layer by layer in bands" in caplog.text
     budget(1 << 20)
@@ -106,6 +106,6 @@ def test_one_image_plans_for_one_whatever_the_batch_size(
     budget((one >> 20) + 1)
     assert estimate_apply_peak(HEIGHT, WIDTH, 2, overhead_for("cpu")) > (one >> 20) + 1 << 20
     with caplog.at_level(logging.INFO, logger=f"{PACK_NAME}.comfy_splice.apply"):
-        out = comfy.run("SpliceApply", generator=trained[0], images=_image(HEIGHT, WIDTH), batch_size=4)[0]
+        out = comfy.run("SpliceApply", generator=trained[0], images=inference_image(HEIGHT, WIDTH), batch_size=4)[0]
     assert out.shape == (1, HEIGHT, WIDTH, 3)
     assert "at a time instead of" not in caplog.text and "streaming" not in caplog.text

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tools.comfy_client import RunResult
-from tools.comfy_server import ComfyServer
+from tools.harness.comfy_client import RunResult
+from tools.harness.comfy_server import ComfyServer
 
 TINY = "tiny_dino_vit.pth"
 NODE_IDS = ("SpliceDinoCosegmentation", "SpliceDinoPartCosegmentation", "SpliceDinoCorrespondences",

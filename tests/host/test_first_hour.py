@@ -17,8 +17,8 @@ from typing import Any, Iterator
 import pytest
 from safetensors.torch import save_file
 
-from tools.comfy_client import RunResult
-from tools.comfy_server import ComfyServer
+from tools.harness.comfy_client import RunResult
+from tools.harness.comfy_server import ComfyServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "workflows" / "input"

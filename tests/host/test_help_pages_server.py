@@ -9,8 +9,8 @@ name from a node's ``python_module`` ("custom_nodes.<dir>") and fetches
 from __future__ import annotations
 
 from tools import provision
-from tools.comfy_server import ComfyServer
-from tools.help_pages import DOCS_DIR, image_refs
+from tools.harness.comfy_server import ComfyServer
+from tools.assets.help_pages import DOCS_DIR, image_refs
 
 CUSTOM_NODES = "custom_nodes."
 

@@ -11,7 +11,7 @@ from importlib import metadata
 from packaging.requirements import Requirement
 
 from tools import provision
-from tools.comfy_server import REPO_ROOT, ComfyServer
+from tools.harness.comfy_server import REPO_ROOT, ComfyServer
 
 # What ComfyUI logs when a module or a dependency is missing (nodes.py, app/database/db.py,
 # the "torchaudio missing, ... will be broken" warnings of comfy/ldm) or its database fails.

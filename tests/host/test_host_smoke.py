@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tools.comfy_client import PromptRejected
-from tools.comfy_server import REPO_ROOT, ComfyServer
+from tools.harness.comfy_client import PromptRejected
+from tools.harness.comfy_server import REPO_ROOT, ComfyServer
 
 PACK_ENTRY = REPO_ROOT / "__init__.py"
 

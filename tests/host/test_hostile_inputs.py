@@ -24,8 +24,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 import websocket
-from tools.comfy_client import Execution, PromptRejected, RunResult
-from tools.comfy_server import REPO_ROOT, ComfyServer
+from tools.harness.comfy_client import Execution, PromptRejected, RunResult
+from tools.harness.comfy_server import REPO_ROOT, ComfyServer
 
 TINY = "hostile_tiny.pth"
 GOOD_GENERATOR = "hostile_good.safetensors"
@@ -38,20 +38,11 @@ PEAK_BUDGET = 400 << 20  # a refused weight file may cost the server at most thi
 
 
 @pytest.fixture(scope="module")
-def tiny_state(tiny_dino_file: Path) -> dict[str, torch.Tensor]:
-    return torch.load(tiny_dino_file, weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def hostile(comfy_server: ComfyServer, tiny_dino_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def hostile(comfy_server: ComfyServer, tiny_dino_file: Path, tiny_generator_file: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The tiny ViT and a good generator in the model folders, and an uploaded 64x48 image."""
-    from comfy_splice.checkpoint import save_generator
-    from comfy_splice.generator import build_generator
-    from comfy_splice.run import TrainConfig, TrainedGenerator
-
     shutil.copy(tiny_dino_file, comfy_server.models_dir / TINY)
-    trained = TrainedGenerator(build_generator(seed=5), TrainConfig(steps=3), "tiny", {"loss": [1.0, 0.5]})
-    save_generator(comfy_server.generators_dir / GOOD_GENERATOR, trained)
+    shutil.copy(tiny_generator_file, comfy_server.generators_dir / GOOD_GENERATOR)
     rng = np.random.default_rng(0)
     picture = Image.fromarray(rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8))
     return {"image": comfy_server.upload_image(picture, name="hostile.png"),
@@ -257,10 +248,10 @@ WEIGHT_CASES = ["far block index", "block key not a number", "huge width from a 
 
 
 @pytest.mark.parametrize("case", WEIGHT_CASES)
-def test_crafted_weight_files(guarded: ComfyServer, hostile: dict[str, Any], tiny_state: dict[str, torch.Tensor],
+def test_crafted_weight_files(guarded: ComfyServer, hostile: dict[str, Any], tiny_dino_state: dict[str, torch.Tensor],
                               case: str) -> None:
     marker = hostile["scratch"] / "pickle_ran"
-    name, expected = _weights_case(case, tiny_state, guarded.models_dir, marker)
+    name, expected = _weights_case(case, tiny_dino_state, guarded.models_dir, marker)
     rss = guarded.rss_bytes()
     peak_known = _reset_peak(guarded)
     _fails(guarded, _visualize(hostile, dino=name), "2", *expected)

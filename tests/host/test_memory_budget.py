@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tools.comfy_server import ComfyServer
-from test_nodes_server import TINY, TRAIN, splice_graph
+from splice_prompts import TINY, TRAIN, splice_graph
+from tools.harness.comfy_server import ComfyServer
 
 PHOTO = (4032, 3024)  # a phone photo, 12.2 MP
 BUDGET_MB = 2000

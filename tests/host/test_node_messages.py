@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 if TYPE_CHECKING:
-    from tools.comfy_client import RunResult
-    from tools.comfy_server import ComfyServer
+    from tools.harness.comfy_client import RunResult
+    from tools.harness.comfy_server import ComfyServer
 
 TINY = "messages_tiny.pth"
 GENERATOR = "messages_good.safetensors"

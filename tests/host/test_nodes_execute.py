@@ -2,30 +2,25 @@
 
 ComfyUI (the provisioned 0.3.75 copy, or $COMFYUI_PATH) is put first on sys.path and imported
 with ``--cpu``; the pack is loaded the way ComfyUI loads a custom node (its ``__init__.py`` as a
-package under its own name), and every ``execute`` runs under ``torch.inference_mode()`` as in
-ComfyUI's executor. The server tests (test_nodes_server.py) cover the same nodes end to end.
+package under its own name) by the ``comfy`` fixture (tests/host/conftest.py), and every
+``execute`` runs under ``torch.inference_mode()`` as in ComfyUI's executor. The server tests
+(test_nodes_server.py) cover the same nodes end to end.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import importlib.util
 import json
 import re
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Iterator
 
 import pytest
 import torch
 
-from tools import provision
-from tools.provision import REPO_ROOT
+from comfy_in_process import PACK_NAME, Comfy, inference_image, train_node
 
-PACK_NAME = "comfy_splice_pack_under_test"
 # The node ids are the pack's public contract: saved workflows name them. The order of each
 # node's inputs matters as much (UI workflows store widget values by position); it is checked
 # against the shipped workflows, read from the live schemas, in tests/browser/test_workflow_files.py.
@@ -35,121 +30,6 @@ CONTRACT_NODES = {
     "SpliceSelectKeyframes", "SpliceDinoCosegmentation", "SpliceDinoPartCosegmentation",
     "SpliceDinoCorrespondences", "SpliceDinoFeaturesPCA", "SpliceCropToMask", "SpliceCompositeInMask",
 }
-
-
-def _run_coroutine(coroutine: Any) -> Any:
-    """Run a coroutine to completion on a fresh event loop in a worker thread.
-
-    The browser tests' Playwright (sync API) keeps an event loop running in the main thread for
-    the whole session, where asyncio.run() refuses to start a second one.
-    """
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coroutine).result()
-
-
-class Comfy:
-    """Handles on ComfyUI's modules and the pack loaded inside them."""
-
-    def __init__(self, pack: ModuleType, folder_paths: ModuleType, args: Any, io: Any,
-                 dino_dir: Path, generators_dir: Path, output_dir: Path) -> None:
-        self.pack = pack
-        self.folder_paths = folder_paths
-        self.args = args
-        self.io = io
-        self.dino_dir = dino_dir
-        self.generators_dir = generators_dir
-        self.output_dir = output_dir
-        extension = _run_coroutine(pack.comfy_entrypoint())
-        self.nodes = {cls.GET_SCHEMA().node_id: cls for cls in
-                      _run_coroutine(extension.get_node_list())}
-
-    def run(self, node_id: str, hidden: dict[Any, Any] | None = None, **inputs: Any) -> Any:
-        """Execute a node the way ComfyUI does: a class clone with its hidden inputs, under
-        inference mode. Returns the NodeOutput."""
-        cls = self.nodes[node_id].PREPARE_CLASS_CLONE(hidden or {})
-        with torch.inference_mode():
-            return cls.execute(**inputs)
-
-    def module(self, name: str) -> ModuleType:
-        return sys.modules[f"{PACK_NAME}.{name}"]
-
-
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory: pytest.TempPathFactory, tiny_dino_file: Path) -> Iterator[Comfy]:
-    comfyui = provision.ensure_comfyui()
-    # First on the import path: ComfyUI's `nodes`, `utils` ... must win here; undone at the end
-    # so later tests do not import ComfyUI's top-level names.
-    import_path = pytest.MonkeyPatch()
-    import_path.syspath_prepend(str(comfyui))
-    from comfy.cli_args import args
-
-    args.cpu = True  # must precede comfy.model_management's import (device selection)
-    import comfy.model_management  # noqa: F401
-    import folder_paths
-    from comfy_api.latest import io
-
-    root = tmp_path_factory.mktemp("comfy_inprocess")
-    dino_dir, generators_dir, output_dir = root / "dino", root / "generators", root / "output"
-    for folder in (dino_dir, generators_dir, output_dir):
-        folder.mkdir()
-    saved_folders = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
-    saved_output = folder_paths.get_output_directory()
-    saved_input = folder_paths.get_input_directory()
-    folder_paths.set_input_directory(str(root / "input"))  # the pack copies its examples there
-    folder_paths.add_model_folder_path("splice_dino", str(dino_dir), is_default=True)
-    folder_paths.add_model_folder_path("splice_generators", str(generators_dir), is_default=True)
-    folder_paths.set_output_directory(str(output_dir))
-    shutil.copy(tiny_dino_file, dino_dir / "tiny.pth")
-
-    spec = importlib.util.spec_from_file_location(PACK_NAME, REPO_ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(REPO_ROOT)])
-    assert spec is not None and spec.loader is not None
-    pack = importlib.util.module_from_spec(spec)
-    sys.modules[PACK_NAME] = pack
-    spec.loader.exec_module(pack)
-    try:
-        yield Comfy(pack, folder_paths, args, io, dino_dir, generators_dir, output_dir)
-    finally:
-        folder_paths.folder_names_and_paths.clear()
-        folder_paths.folder_names_and_paths.update({k: (v[0], v[1]) for k, v in saved_folders.items()})
-        folder_paths.set_output_directory(saved_output)
-        folder_paths.set_input_directory(saved_input)
-        folder_paths.filename_list_cache.clear()
-        import_path.undo()
-
-
-@pytest.fixture(scope="module")
-def dino(comfy: Comfy) -> Any:
-    return comfy.run("SpliceLoadDINO", model_name="tiny.pth", download_if_missing=False)[0]
-
-
-@pytest.fixture(scope="module")
-def losses(comfy: Comfy, dino: Any) -> tuple[Any, Any]:
-    structure = comfy.run("SpliceStructureLoss", dino=dino, weight=1.0, block=-1)[0]
-    appearance = comfy.run("SpliceAppearanceLoss", dino=dino, weight=10.0, block=-1)[0]
-    return structure, appearance
-
-
-def _image(height: int, width: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
-    """A ComfyUI IMAGE [B, H, W, 3] made inside inference mode, like LoadImage's output."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.inference_mode():
-        return torch.rand(batch, height, width, 3, generator=generator)
-
-
-def _train(comfy: Comfy, losses: tuple[Any, Any], structure: torch.Tensor, appearance: torch.Tensor,
-           **widgets: Any) -> Any:
-    values = dict(steps=2, learning_rate=0.002, seed=0, identity_weight=1.0, full_image_every=75,
-                  preview_every=1, dtype="auto")
-    values.update(widgets)
-    return comfy.run("SpliceTrainGenerator", structure=structure, appearance=appearance,
-                     structure_loss=losses[0], appearance_loss=losses[1], **values)
-
-
-@pytest.fixture(scope="module")
-def trained(comfy: Comfy, losses: tuple[Any, Any]) -> Any:
-    """Two steps on inference-mode inputs of different sizes and aspect ratios."""
-    return _train(comfy, losses, _image(48, 64), _image(72, 56, seed=1))
 
 
 # -- schema ---------------------------------------------------------------------------------------
@@ -254,8 +134,8 @@ def test_training_on_inference_tensors_gives_generator_history_and_result(comfy:
 def test_training_result_is_the_generator_applied_to_the_structure(
         comfy: Comfy, losses: tuple[Any, Any], preview_every: int) -> None:
     # With previews the last one (after the final step) is returned; without, it is computed.
-    structure = _image(48, 64)
-    generator, _, result = _train(comfy, losses, structure, _image(72, 56, seed=1),
+    structure = inference_image(48, 64)
+    generator, _, result = train_node(comfy, losses, structure, inference_image(72, 56, seed=1),
                                   preview_every=preview_every).args
     applied = comfy.run("SpliceApply", generator=generator, images=structure, batch_size=1)[0]
     torch.testing.assert_close(result, applied, rtol=1e-5, atol=1e-6)
@@ -282,9 +162,10 @@ def test_short_runs_still_log_enough_points(comfy: Comfy) -> None:
 def test_bad_training_inputs_are_refused_up_front(comfy: Comfy, losses: tuple[Any, Any],
                                                   structure: tuple[int, int, int],
                                                   appearance: tuple[int, int, int], expected: str) -> None:
-    s, a = _image(structure[1], structure[2], structure[0]), _image(appearance[1], appearance[2], appearance[0])
+    s = inference_image(structure[1], structure[2], structure[0])
+    a = inference_image(appearance[1], appearance[2], appearance[0])
     with pytest.raises(ValueError) as error:
-        _train(comfy, losses, s, a)
+        train_node(comfy, losses, s, a)
     assert expected in str(error.value)
     if "batch" in expected:
         assert "ImageFromBatch" in str(error.value)
@@ -293,11 +174,11 @@ def test_bad_training_inputs_are_refused_up_front(comfy: Comfy, losses: tuple[An
 def test_keyframes_from_a_clip_train_one_generator_for_the_shot(comfy: Comfy, losses: tuple[Any, Any]) -> None:
     """Select Keyframes picks frames 0, N, 2N ...; Train Generator takes them as one batch and
     returns the generator applied to each keyframe."""
-    clip = _image(48, 64, batch=7, seed=4)
+    clip = inference_image(48, 64, batch=7, seed=4)
     keyframes = comfy.run("SpliceSelectKeyframes", images=clip, every_nth=3)[0]
     assert torch.equal(keyframes, clip[[0, 3, 6]])
     assert torch.equal(comfy.run("SpliceSelectKeyframes", images=clip, every_nth=100)[0], clip[:1])
-    generator, loss_map, result = _train(comfy, losses, keyframes, _image(72, 56, seed=1), steps=3,
+    generator, loss_map, result = train_node(comfy, losses, keyframes, inference_image(72, 56, seed=1), steps=3,
                                          full_image_every=1).args
     assert len(loss_map["loss"]) == 3
     assert result.shape == (3, 48, 64, 3)
@@ -308,18 +189,18 @@ def test_keyframes_from_a_clip_train_one_generator_for_the_shot(comfy: Comfy, lo
 
 
 def test_swapped_or_mixed_losses_are_refused(comfy: Comfy, dino: Any, losses: tuple[Any, Any]) -> None:
-    s, a = _image(48, 64), _image(48, 64, seed=1)
+    s, a = inference_image(48, 64), inference_image(48, 64, seed=1)
     with pytest.raises(ValueError, match="structure_loss is connected to 'Appearance Loss"):
-        _train(comfy, (losses[1], losses[1]), s, a)
+        train_node(comfy, (losses[1], losses[1]), s, a)
     other = comfy.run("SpliceLoadDINO", model_name="tiny.pth", download_if_missing=False)[0]
     # Same file through a second loader: the same model, accepted.
     same_file = comfy.run("SpliceAppearanceLoss", dino=other, weight=10.0, block=-1)[0]
-    assert _train(comfy, (losses[0], same_file), s, a, steps=1)[2].shape == (1, 48, 64, 3)
+    assert train_node(comfy, (losses[0], same_file), s, a, steps=1)[2].shape == (1, 48, 64, 3)
     shutil.copy(comfy.dino_dir / "tiny.pth", comfy.dino_dir / "tiny_copy.pth")
     third = comfy.run("SpliceLoadDINO", model_name="tiny_copy.pth", download_if_missing=False)[0]
     mixed = comfy.run("SpliceAppearanceLoss", dino=third, weight=10.0, block=-1)[0]
     with pytest.raises(ValueError, match="same 'Load DINO-ViT"):
-        _train(comfy, (losses[0], mixed), s, a)
+        train_node(comfy, (losses[0], mixed), s, a)
 
 
 @pytest.fixture
@@ -343,7 +224,7 @@ def progress_hook(comfy: Comfy) -> Iterator[list[tuple[int, int, Any]]]:
 
 def test_training_reports_progress_and_previews(comfy: Comfy, losses: tuple[Any, Any],
                                                 progress_hook: list[tuple[int, int, Any]]) -> None:
-    _train(comfy, losses, _image(48, 64), _image(40, 40, seed=1), steps=3, preview_every=2)
+    train_node(comfy, losses, inference_image(48, 64), inference_image(40, 40, seed=1), steps=3, preview_every=2)
     assert [v for v, _, _ in progress_hook][0] == 1 and progress_hook[-1][:2] == (3, 3)
     previews = [(v, p) for v, _, p in progress_hook if p is not None]
     assert [v for v, _ in previews] == [2, 3]  # every 2 steps and at the end
@@ -381,7 +262,8 @@ def test_training_honours_interrupt_within_one_step(comfy: Comfy, losses: tuple[
     comfy_utils.set_progress_bar_global_hook(hook)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            _train(comfy, losses, _image(48, 64), _image(48, 64, seed=1), steps=500, preview_every=0)
+            train_node(comfy, losses, inference_image(48, 64), inference_image(48, 64, seed=1), steps=500,
+                       preview_every=0)
     finally:
         comfy_utils.set_progress_bar_global_hook(previous)
         mm.interrupt_current_processing(False)
@@ -392,7 +274,7 @@ def test_training_honours_interrupt_within_one_step(comfy: Comfy, losses: tuple[
 
 
 def test_apply_keeps_size_and_is_batch_independent(comfy: Comfy, trained: Any) -> None:
-    frames = _image(33, 47, batch=3, seed=5)
+    frames = inference_image(33, 47, batch=3, seed=5)
     together = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=3)[0]
     alone = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=1)[0]
     assert together.shape == (3, 33, 47, 3)
@@ -407,7 +289,7 @@ def test_apply_keeps_size_and_is_batch_independent(comfy: Comfy, trained: Any) -
 def test_apply_streams_chunks_into_one_output(comfy: Comfy, trained: Any) -> None:
     """A clip goes through in chunks of batch_size frames (what the device holds at once), with
     progress after each chunk (the core test checks the output is written in place)."""
-    frames = _image(40, 40, batch=10, seed=6)
+    frames = inference_image(40, 40, batch=10, seed=6)
     seen: list[int] = []
     hook = trained[0].generator.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
     progress = comfy.module("nodes.comfy_runtime").Progress
@@ -427,7 +309,7 @@ def test_apply_streams_chunks_into_one_output(comfy: Comfy, trained: Any) -> Non
 def test_apply_refuses_what_is_not_a_generator(comfy: Comfy, dino: Any) -> None:
     names = comfy.module("nodes.names")
     with pytest.raises(ValueError, match=re.escape(f"{names.TRAIN}' or '{names.LOAD_GENERATOR}'")):
-        comfy.run("SpliceApply", generator=dino, images=_image(40, 40), batch_size=1)
+        comfy.run("SpliceApply", generator=dino, images=inference_image(40, 40), batch_size=1)
 
 
 def _saved_file(out: Any, comfy: Comfy) -> Path:
@@ -457,7 +339,7 @@ def test_save_writes_metadata_and_load_restores_the_same_pixels(comfy: Comfy, tr
     options = comfy.nodes["SpliceLoadGenerator"].GET_NODE_INFO_V1()["input"]["required"]["generator_name"][1]["options"]
     assert "unit.safetensors" in options
     loaded = comfy.run("SpliceLoadGenerator", generator_name="unit.safetensors")[0]
-    frames = _image(48, 64, batch=2, seed=9)
+    frames = inference_image(48, 64, batch=2, seed=9)
     original = comfy.run("SpliceApply", generator=trained[0], images=frames, batch_size=2)[0]
     restored = comfy.run("SpliceApply", generator=loaded, images=frames, batch_size=2)[0]
     assert torch.equal(original, restored)
@@ -492,22 +374,22 @@ def test_loading_a_file_that_is_not_a_generator_names_it(comfy: Comfy) -> None:
 
 
 def test_visualize_structure_is_an_image_of_the_input_size(comfy: Comfy, dino: Any) -> None:
-    picture = comfy.run("SpliceVisualizeStructure", dino=dino, image=_image(48, 64, batch=2), block=-1)[0]
+    picture = comfy.run("SpliceVisualizeStructure", dino=dino, image=inference_image(48, 64, batch=2), block=-1)[0]
     assert picture.shape == (2, 48, 64, 3)
     assert float(picture.min()) >= 0.0 and float(picture.max()) <= 1.0
     assert float(picture.std()) > 0.01
     with pytest.raises(ValueError, match="minimum is 16x16"):
-        comfy.run("SpliceVisualizeStructure", dino=dino, image=_image(8, 64), block=-1)
+        comfy.run("SpliceVisualizeStructure", dino=dino, image=inference_image(8, 64), block=-1)
 
 
 def test_metrics_report_and_numbers(comfy: Comfy, dino: Any) -> None:
-    a, b = _image(48, 64), _image(56, 56, seed=3)
+    a, b = inference_image(48, 64), inference_image(56, 56, seed=3)
     out = comfy.run("SpliceMetrics", dino=dino, output=a, structure=a, appearance=a)
     report, distance, similarity = out.args
     assert distance == pytest.approx(0.0, abs=1e-6) and similarity == pytest.approx(1.0, abs=1e-5)
     assert out.ui.as_dict() == {"text": (report,)}
     assert "structure distance" in report and "DINO-I" in report
-    batch = torch.cat([a, _image(48, 64, seed=4)])
+    batch = torch.cat([a, inference_image(48, 64, seed=4)])
     out = comfy.run("SpliceMetrics", dino=dino, output=batch, structure=a, appearance=b)
     assert out[1] > 0.0 and "per image" in out[0]
     with pytest.raises(ValueError, match="appearance batch has 2 images and the output 3"):
@@ -536,7 +418,7 @@ def test_library_errors_become_one_readable_value_error(comfy: Comfy, dino: Any)
         broken()
     assert type(info.value) is ValueError and isinstance(info.value.__cause__, KeyError)
     # An Inf pixel is refused like a NaN one (the server tests can only send NaN through JSON).
-    image = _image(48, 64)
+    image = inference_image(48, 64)
     with torch.inference_mode():
         image[0, 3, 4, 1] = float("inf")
     with pytest.raises(ValueError, match="image: the image holds NaN or infinite values"):

@@ -27,8 +27,8 @@ from safetensors import safe_open
 
 from comfy_splice.regions import crop_to_mask
 from comfy_splice.train import pair_fingerprint
-from tools.comfy_client import RunResult
-from tools.comfy_server import ComfyServer
+from tools.harness.comfy_client import RunResult
+from tools.harness.comfy_server import ComfyServer
 
 TINY = "tiny_dino_vit.pth"
 A_SIZE = (96, 80)       # PIL (width, height) of the structure image

@@ -23,7 +23,7 @@ import requests
 from PIL import Image
 
 if TYPE_CHECKING:
-    from tools.comfy_server import ComfyServer
+    from tools.harness.comfy_server import ComfyServer
 
 TINY = "stop_route_tiny.pth"
 TRAIN, PREVIEW = "6", "7"

@@ -1,6 +1,7 @@
 """Stop and keep, Cancel, autosave and resume in a real ComfyUI server, over HTTP and the websocket.
 
-Uses the graph and tiny inputs of test_nodes_server.py (the session's shared server).
+Uses the graph of splice_prompts.py and its tiny inputs (``splice_files``, on the session's shared
+server).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from typing import Any
 
 from safetensors import safe_open
 
-from tools.comfy_server import ComfyServer
-from test_nodes_server import TRAIN, files, splice_graph  # noqa: F401 (fixture)
+from splice_prompts import TRAIN, splice_graph
+from tools.harness.comfy_server import ComfyServer
 
 SAVE = "11"
 
@@ -36,10 +37,12 @@ def _first_progress(execution: Any) -> Any:
 
 
 def test_stop_route_ends_training_and_returns_the_generator(comfy_server: ComfyServer,
-                                                            files: dict[str, str]) -> None:
+                                                            splice_files: dict[str, str]) -> None:
     assert _stop(comfy_server, {"node_id": TRAIN}).json() == {"stopped": []}  # nothing runs yet
     assert _stop(comfy_server, ["not", "an", "object"]).status_code == 400
-    prompt = _with_save(splice_graph(files, steps=5000, preview_every=0, seed=4321), "splice/stopped")
+    # A preview at every step: each step's progress value is then sent (plain progress values are
+    # throttled in time), so the last one reported is the step training stopped at.
+    prompt = _with_save(splice_graph(splice_files, steps=5000, preview_every=1, seed=4321), "splice/stopped")
     execution = comfy_server.submit(prompt)
     with execution:
         _first_progress(execution)
@@ -56,13 +59,15 @@ def test_stop_route_ends_training_and_returns_the_generator(comfy_server: ComfyS
     assert _train_state(saved)["step"] == done
 
 
-def test_cancel_returns_nothing_and_the_autosave_resumes(comfy_server: ComfyServer, files: dict[str, str]) -> None:
+def test_cancel_returns_nothing_and_the_autosave_resumes(comfy_server: ComfyServer,
+                                                         splice_files: dict[str, str]) -> None:
     def autosaves() -> list[str]:
         info = comfy_server.object_info("SpliceLoadGenerator")["SpliceLoadGenerator"]
         return [n for n in info["input"]["required"]["generator_name"][1]["options"] if n.startswith("autosave/")]
 
     before = set(autosaves())
-    prompt = _with_save(splice_graph(files, steps=5000, preview_every=0, seed=8765, autosave_every=2),
+    # A preview at every step, so that every step's progress value is sent (see above).
+    prompt = _with_save(splice_graph(splice_files, steps=5000, preview_every=1, seed=8765, autosave_every=2),
                         "splice/cancelled")
     execution = comfy_server.submit(prompt)
     with execution:
@@ -76,7 +81,7 @@ def test_cancel_returns_nothing_and_the_autosave_resumes(comfy_server: ComfyServ
     step = _train_state(comfy_server.generators_dir / name)["step"]
     assert step >= 2 and step % 2 == 0
 
-    resume = _with_save(splice_graph(files, steps=step + 2, preview_every=0, seed=8765), "splice/resumed")
+    resume = _with_save(splice_graph(splice_files, steps=step + 2, preview_every=0, seed=8765), "splice/resumed")
     resume["12"] = {"class_type": "SpliceLoadGenerator", "inputs": {"generator_name": name}}
     resume[TRAIN]["inputs"]["init_generator"] = ["12", 0]
     resumed = comfy_server.run(resume, timeout=240).raise_for_status()
@@ -87,6 +92,6 @@ def test_cancel_returns_nothing_and_the_autosave_resumes(comfy_server: ComfyServ
     assert _train_state(saved)["step"] == step + 2
 
 
-def test_a_negative_time_budget_is_rejected(comfy_server: ComfyServer, files: dict[str, str]) -> None:
-    status, body = comfy_server.queue(splice_graph(files, max_minutes=-1.0))
+def test_a_negative_time_budget_is_rejected(comfy_server: ComfyServer, splice_files: dict[str, str]) -> None:
+    status, body = comfy_server.queue(splice_graph(splice_files, max_minutes=-1.0))
     assert status == 400 and TRAIN in body.get("node_errors", {}), body

@@ -2,7 +2,7 @@
 
 Nothing here mocks ComfyUI: the server is ComfyUI's own ``main.py`` from the provisioned copy (or
 ``$COMFYUI_PATH``), with this repo installed as ``custom_nodes/comfy-splice``. It is driven
-through a :class:`~tools.comfy_client.ComfyClient` (``server.client``).
+through a :class:`~tools.harness.comfy_client.ComfyClient` (``server.client``).
 
 Isolation: every server gets its own ``--base-directory`` (so its ``custom_nodes/`` holds only
 this pack and the shared ComfyUI copy is never modified) plus temp input/output/temp/user
@@ -34,7 +34,7 @@ import psutil
 import requests
 
 from tools import provision
-from tools.comfy_client import ComfyClient, ServerError
+from tools.harness.comfy_client import ComfyClient, ServerError
 
 log = logging.getLogger("comfy_server")
 

@@ -1,5 +1,5 @@
-// Builds one workflow spec (tools/workflow_specs.py) in the ComfyUI page; called by
-// tools/build_workflows.py through page.evaluate, returns the new nodes' ids.
+// Builds one workflow spec (tools/assets/workflow_specs.py) in the ComfyUI page; called by
+// tools/assets/build_workflows.py through page.evaluate, returns the new nodes' ids.
 async (spec) => {
   const app = window.app, LiteGraph = window.LiteGraph;
   app.graph.clear();

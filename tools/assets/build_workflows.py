@@ -1,11 +1,11 @@
 """Build the shipped workflows IN the real ComfyUI page and save them with the app's own Export.
 
-    python -m tools.build_workflows            # rewrite workflows/*.json, *.jpg, screenshots/
-    python -m tools.build_workflows --check    # exit 1 if a rebuilt workflow differs
+    python -m tools.assets.build_workflows            # rewrite workflows/*.json, *.jpg, screenshots/
+    python -m tools.assets.build_workflows --check    # exit 1 if a rebuilt workflow differs
 
 Why in the page: a workflow file is only "saved the way ComfyUI saves it" if ComfyUI saved it.
-This script starts a real ComfyUI (tools/comfy_server.py, with this pack installed), opens
-its web app in Chromium, creates every node with ``LiteGraph.createNode``, connects them with
+This script starts a real ComfyUI (tools/harness/comfy_server.py, with this pack installed),
+opens its web app in Chromium, creates every node with ``LiteGraph.createNode``, connects them with
 ``node.connect``, sets widget values by widget *name* (so the positional ``widgets_values``,
 including the hidden ``control_after_generate`` after each seed, come from the frontend), and
 downloads the file with the ``Comfy.ExportWorkflow`` command, byte for byte.
@@ -17,8 +17,8 @@ and version from pyproject.toml for ours), so the Manager can offer to install a
 Loader nodes also get ``properties.models`` ({name, url, directory}), the frontend's format for
 offering a missing model's download.
 
-The workflows are described as data in tools/workflow_specs.py; the script that builds one in
-the page is tools/build_workflow.js.
+The workflows are described as data in tools/assets/workflow_specs.py; the script that builds
+one in the page is tools/assets/build_workflow.js.
 """
 
 from __future__ import annotations
@@ -37,13 +37,14 @@ from typing import Any
 
 from PIL import Image
 
-from tools import comfy_page, make_examples
+from tools.assets import make_examples
 # The specs are re-exported: the browser tests read them and the builder from one module.
-from tools.workflow_specs import (DINO_MODEL, DINO_MODEL_PTH, GENERATOR_FILE, MODE_ALWAYS, MODE_NEVER,  # noqa: F401
-                                  REPO_ROOT, SD15_CHECKPOINT, TILE_CONTROLNET, WORKFLOWS,
-                                  WORKFLOWS_DIR, WorkflowSpec, all_workflows, basic_workflow,
-                                  diffusion_workflow, region_workflow, video_workflow)
-from tools.comfy_server import ComfyServer
+from tools.assets.workflow_specs import (  # noqa: F401
+    DINO_MODEL, DINO_MODEL_PTH, GENERATOR_FILE, MODE_ALWAYS, MODE_NEVER, REPO_ROOT, SD15_CHECKPOINT,
+    TILE_CONTROLNET, WORKFLOWS, WORKFLOWS_DIR, WorkflowSpec, all_workflows, basic_workflow,
+    diffusion_workflow, region_workflow, video_workflow)
+from tools.harness import comfy_page
+from tools.harness.comfy_server import ComfyServer
 
 log = logging.getLogger("build_workflows")
 

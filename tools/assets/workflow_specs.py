@@ -1,9 +1,10 @@
 """The shipped workflows, described as data: nodes, widget values by name, links, groups.
 
-tools/build_workflows.py builds these in the real ComfyUI page; the browser tests read the same
-descriptions for names and for which nodes to run. Facts owned elsewhere are read from there:
-the DINO file and URL from comfy_splice.dino.models, the example inputs from tools/make_examples.py,
-and the Train node's defaults from its schema (the page fills every widget not named here).
+tools/assets/build_workflows.py builds these in the real ComfyUI page; the browser tests read the
+same descriptions for names and for which nodes to run. Facts owned elsewhere are read from
+there: the DINO file and URL from comfy_splice.dino.models, the example inputs from
+tools/assets/make_examples.py, and the Train node's defaults from its schema (the page fills
+every widget not named here).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
-from tools import make_examples
+from tools.assets import make_examples
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 

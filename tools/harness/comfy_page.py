@@ -1,7 +1,8 @@
 """Drive the real ComfyUI web app (the bundled frontend) in a real, headless Chromium.
 
-Used by the browser tests (tests/browser/conftest.py) and by build_workflows.py, which builds
-the shipped workflows in this same page and saves them with the app's own Export command.
+Used by the browser tests (tests/browser/conftest.py) and by tools/assets/build_workflows.py,
+which builds the shipped workflows in this same page and saves them with the app's own Export
+command.
 
 Everything goes through the app as a user's browser has it: ``app.loadGraphData`` (the loader
 behind opening a file or a template), ``app.graphToPrompt`` (the converter behind Run), the

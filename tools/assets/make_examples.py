@@ -9,8 +9,8 @@ semantic to transfer. The video is a slow pan over a wider version of the struct
 "train on its keyframes, apply to every frame" case; it has a short sound track (two soft
 chimes) so that the video workflow can show that the clip's audio is kept.
 
-    python -m tools.make_examples            # (re)write workflows/input/
-    python -m tools.make_examples --check    # exit 1 if the files differ from a fresh draw
+    python -m tools.assets.make_examples            # (re)write workflows/input/
+    python -m tools.assets.make_examples --check    # exit 1 if the files differ from a fresh draw
 
 Run it with any Python that has numpy, Pillow and PyAV (the test venv has all three).
 """
@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 log = logging.getLogger("make_examples")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_DIR = REPO_ROOT / "workflows" / "input"
 
 STRUCTURE = "splice_structure_village.png"

@@ -3,11 +3,11 @@
 The help pages are served by ComfyUI from the pack's web directory (``/extensions/<pack>/docs/``)
 and shown in the frontend's node help panel, so their pictures must sit beside them and stay
 small (each under ``MAX_BYTES``). They are cut from what the project already ships: the example
-inputs (workflows/input/, drawn by tools/make_examples.py) and the graph screenshots
-(workflows/screenshots/, taken by tools/build_workflows.py). Rerun this after either changes:
+inputs (workflows/input/, drawn by tools/assets/make_examples.py) and the graph screenshots
+(workflows/screenshots/, taken by tools/assets/build_workflows.py). Rerun this after either changes:
 
-    python -m tools.make_help_images            # (re)write the pictures in web/docs/
-    python -m tools.make_help_images --check    # exit 1 if a picture is missing or over the size limit
+    python -m tools.assets.make_help_images            # (re)write the pictures in web/docs/
+    python -m tools.assets.make_help_images --check    # exit 1 if a picture is missing or over the size limit
 
 Run it with any Python that has Pillow (the test venv has it).
 """
@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 log = logging.getLogger("make_help_images")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCS_DIR = REPO_ROOT / "web" / "docs"
 INPUT_DIR = REPO_ROOT / "workflows" / "input"
 SCREENSHOT_DIR = REPO_ROOT / "workflows" / "screenshots"

@@ -1,7 +1,7 @@
 """Drive a running ComfyUI server over HTTP and its websocket, as the web UI does.
 
-Any server will do (``ComfyClient("http://127.0.0.1:8188")``); tools/comfy_server.py starts one
-of our own and drives it with this client. Synchronisation is always on a real condition with a
+Any server will do (``ComfyClient("http://127.0.0.1:8188")``); tools/harness/comfy_server.py
+starts one of our own and drives it with this client. Synchronisation is always on a real condition with a
 deadline (an HTTP answer, a websocket message), never on a sleep.
 """
 
