@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import dataclasses
 import hashlib
 import http.client
 import ipaddress
@@ -83,7 +84,7 @@ def download_weights(name: str, directory: str | os.PathLike, timeout: float | N
     model = official_model(name)
     limits = limits or DownloadLimits()
     if timeout is not None:
-        limits = DownloadLimits(**{**limits.__dict__, "socket_timeout_s": timeout})
+        limits = dataclasses.replace(limits, socket_timeout_s=timeout)
     directory = Path(directory)
     for present in (directory / file_name for file_name in model.file_names):
         if present.is_file():  # either accepted spelling: nothing to download
@@ -172,7 +173,6 @@ def _fetch(url: str, path: Path, limits: DownloadLimits, cap: int, progress: Dow
                 out.write(value)
                 sha.update(value)
                 done += len(value)
-                samples.append((time.monotonic(), done))
                 if progress is not None:
                     progress(done, total)
     finally:
@@ -190,7 +190,8 @@ def _check_pace(elapsed: float, samples: collections.deque[tuple[float, int]], n
     if elapsed > limits.deadline_s:
         raise DownloadError(f"it did not finish within the {limits.deadline_s:g} s deadline "
                             f"({so_far} arrived)")
-    samples.append((now, done))
+    if now - samples[-1][0] >= min(limits.poll_s, limits.window_s / 20):  # a few per window
+        samples.append((now, done))
     while len(samples) > 1 and samples[1][0] <= now - limits.window_s:
         samples.popleft()
     first_time, first_done = samples[0]
