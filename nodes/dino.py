@@ -88,4 +88,5 @@ def _fetch_missing(model_name: str, download: bool) -> str:
             f"{missing_weights_message(model_name, folder)} To let this node download it, turn on "
             f"'download_if_missing'.")
     log.info("Splice: downloading %s into %s", download_url(official_model(model_name)), folder)
-    return str(download_weights(model_name, folder, progress=rt.ByteProgress()))
+    return str(download_weights(model_name, folder, progress=rt.ByteProgress(),
+                                cancel=rt.check_interrupt))

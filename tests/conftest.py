@@ -142,17 +142,24 @@ class HubStub:
     """A stand-in for the Hugging Face hub: an HTTP server on 127.0.0.1 in a thread of the test
     process (these machines reach no model hub). ``serve(path, body)`` publishes a file;
     ``status`` and a declared ``length`` other than the body's make HTTP errors and truncated
-    downloads. Anything not published is a 404. Point code at it with ``$HF_ENDPOINT``."""
+    downloads; ``serve_with(path, handle)`` lets ``handle(request_handler)`` answer that path
+    (any query) itself: a stalling, trickling, endless or redirecting mirror. Anything not
+    published is a 404. Point code at it with ``$HF_ENDPOINT``."""
 
     def __init__(self) -> None:
         import http.server
 
         files: dict[str, tuple[int, bytes, int]] = {}
+        handlers: dict[str, Callable[[http.server.BaseHTTPRequestHandler], None]] = {}
         requests: list[str] = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's name)
                 requests.append(self.path)
+                handle = handlers.get(self.path.split("?", 1)[0])
+                if handle is not None:
+                    handle(self)
+                    return
                 status, body, length = files.get(self.path, (404, b"Entry not found", 15))
                 self.send_response(status)
                 self.send_header("Content-Length", str(length))
@@ -162,7 +169,7 @@ class HubStub:
             def log_message(self, *_: object) -> None:
                 """Quiet: tests assert on ``requests`` instead."""
 
-        self.files, self.requests = files, requests
+        self.files, self.handlers, self.requests = files, handlers, requests
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         import threading
 
@@ -176,10 +183,34 @@ class HubStub:
     def serve(self, path: str, body: bytes, status: int = 200, length: int | None = None) -> None:
         self.files[path] = (status, body, len(body) if length is None else length)
 
+    def serve_with(self, path: str, handle: Callable[[Any], None]) -> None:
+        self.handlers[path] = handle
+
+    def clear(self) -> None:
+        """Forget what was published and requested (each test starts from an empty hub)."""
+        self.files.clear()
+        self.handlers.clear()
+        self.requests.clear()
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def vits16_hub_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised ViT-S/16 of the real architecture saved as the hub's
+    model.safetensors (~87 MB): the smallest file a download of an official model accepts.
+    Its features mean nothing."""
+    from safetensors.torch import save_file
+
+    from comfy_splice.dino.fixtures import build_backbone
+
+    state = {k: v.contiguous() for k, v in build_backbone("dino_vits16").vit.state_dict().items()}
+    path = tmp_path_factory.mktemp("vits16_hub") / "model.safetensors"
+    save_file(state, str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

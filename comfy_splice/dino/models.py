@@ -30,7 +30,26 @@ class DinoModel:
     url: str
     patch_size: int
     embed_dim: int
-    depth: int = 12
+    depth: int
+    # The backbone's parameter count (timm's model with num_classes=0, i.e. the hub file's
+    # tensors; the .pth's DINO head is dropped on loading): with depth, width and patch size it
+    # identifies the model, and it bounds what a download of it may weigh.
+    parameters: int
+    # The SHA-256 of the hub's model.safetensors, where the pack knows it from a source it
+    # could verify. None: no hash is checked, the shape check still runs.
+    sha256: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Short name for messages: ViT-S/16, ViT-B/8."""
+        return f"ViT-{'S' if self.embed_dim == 384 else 'B'}/{self.patch_size}"
+
+    @property
+    def max_download_bytes(self) -> int:
+        """The most a download of this model may weigh: its parameters in fp32 plus 5 % and
+        1 MiB for the safetensors header (a ViT-B/8 header is ~20 KB). A body past this is not
+        this model, whatever it claims, and is not written further."""
+        return int(self.parameters * 4 * 1.05) + (1 << 20)
 
     @property
     def hf_repo(self) -> str:
@@ -62,13 +81,17 @@ DINO_MODELS: dict[str, DinoModel] = {
     m.key: m
     for m in (
         DinoModel("dino_vits16", "vit_small_patch16_224.dino", "dino_deitsmall16_pretrain.pth",
-                  _DINO_URL.format(stem="dino_deitsmall16_pretrain"), 16, 384),
+                  _DINO_URL.format(stem="dino_deitsmall16_pretrain"), patch_size=16, embed_dim=384,
+                  depth=12, parameters=21_665_664),
         DinoModel("dino_vits8", "vit_small_patch8_224.dino", "dino_deitsmall8_pretrain.pth",
-                  _DINO_URL.format(stem="dino_deitsmall8_pretrain"), 8, 384),
+                  _DINO_URL.format(stem="dino_deitsmall8_pretrain"), patch_size=8, embed_dim=384,
+                  depth=12, parameters=21_670_272),
         DinoModel("dino_vitb16", "vit_base_patch16_224.dino", "dino_vitbase16_pretrain.pth",
-                  _DINO_URL.format(stem="dino_vitbase16_pretrain"), 16, 768),
+                  _DINO_URL.format(stem="dino_vitbase16_pretrain"), patch_size=16, embed_dim=768,
+                  depth=12, parameters=85_798_656),
         DinoModel("dino_vitb8", "vit_base_patch8_224.dino", "dino_vitbase8_pretrain.pth",
-                  _DINO_URL.format(stem="dino_vitbase8_pretrain"), 8, 768),
+                  _DINO_URL.format(stem="dino_vitbase8_pretrain"), patch_size=8, embed_dim=768,
+                  depth=12, parameters=85_807_872),
     )
 }
 DEFAULT_MODEL = "dino_vitb8"

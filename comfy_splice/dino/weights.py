@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..validation import read_safetensors_header, short, short_text
-from .models import DEFAULT_MODEL, DINO_MODELS, WeightsError
+from .models import DEFAULT_MODEL, DINO_MODELS, DinoModel, WeightsError
 from .vit import DinoBackbone, timm_vit
 
 log = logging.getLogger(__name__)
@@ -231,9 +231,26 @@ def _check_storage(state: Mapping[str, Tensor], path: Path) -> None:
         raise _fail(path, f"its tensors declare {declared:,} bytes but the file has {size:,}")
 
 
-def _read_checked(path: Path, cancel: Callable[[], None] | None
+def _check_identity(state: Mapping[str, Tensor], arch: Mapping[str, float | int], expect: DinoModel,
+                    path: Path) -> None:
+    """The file is ``expect`` itself: its depth, width, patch size and parameter count.
+
+    A file that loads as a ViT can still be another model (a small ViT served under ViT-S/16's
+    name); the checks above accept any DINO-style ViT, this one the named model only."""
+    parameters = sum(tensor.numel() for tensor in state.values())
+    found = (int(arch["depth"]), int(arch["embed_dim"]), int(arch["patch_size"]), parameters)
+    wanted = (expect.depth, expect.embed_dim, expect.patch_size, expect.parameters)
+    if found != wanted:
+        raise WeightsError(
+            f"{path.name} is not {expect.label} ({expect.timm_name}): that model has depth "
+            f"{wanted[0]}, width {wanted[1]}, patch {wanted[2]} and {wanted[3]:,} parameters, this "
+            f"file depth {found[0]}, width {found[1]}, patch {found[2]} and {found[3]:,} parameters")
+
+
+def _read_checked(path: Path, cancel: Callable[[], None] | None, expect: DinoModel | None = None
                   ) -> tuple[dict[str, Tensor], dict[str, float | int]]:
-    """The file's state dict and architecture, checked on shapes before any data is read."""
+    """The file's state dict and architecture, checked on shapes before any data is read
+    (and, with ``expect``, checked to be that model)."""
     try:
         raw = _read_file(path, lazy=True)
     except WeightsError:
@@ -254,6 +271,8 @@ def _read_checked(path: Path, cancel: Callable[[], None] | None
     arch = _architecture(state, path)
     _check_layout(state, arch, path)
     _check_storage(state, path)
+    if expect is not None:
+        _check_identity(state, arch, expect, path)
     if cancel is not None:
         cancel()
     if path.suffix == ".safetensors":
@@ -275,20 +294,25 @@ def _model_name(arch: Mapping[str, float | int], path: Path) -> str:
 
 
 def load_backbone(path: str | os.PathLike, device: torch.device | str | None = None,
-                  cancel: Callable[[], None] | None = None) -> DinoBackbone:
+                  cancel: Callable[[], None] | None = None, expect: DinoModel | None = None
+                  ) -> DinoBackbone:
     """Load a DINO ViT from a local .pth or .safetensors file; errors name the file and the fix.
 
     The file's names and shapes are checked against the caps and against each other before any
     tensor data is read or anything is built (see ``_architecture``). The module is built on the
     meta device and takes the file's tensors as its weights, so no random initialisation runs
     and the weights exist once. ``cancel`` is called between the stages (e.g. ComfyUI's
-    interrupt check), so a large legitimate file can still be cancelled.
+    interrupt check), so a large legitimate file can still be cancelled. ``expect`` also
+    requires the file to be that official model (depth, width, patch, parameter count), checked
+    on the shapes before any data is read: the download uses it before a file gets an official
+    name. Files already on disk are not held to their names (tests and users keep small or
+    fine-tuned ViTs under any name).
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"DINO weights file {path} does not exist. Put a DINO ViT file there, e.g. "
                            f"{DINO_MODELS[DEFAULT_MODEL].file_name} from {DINO_MODELS[DEFAULT_MODEL].url}.")
-    state, arch = _read_checked(path, cancel)
+    state, arch = _read_checked(path, cancel, expect)
     weights: dict[str, Tensor] = {}
     for key, tensor in state.items():
         weights[key] = tensor.to(dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)

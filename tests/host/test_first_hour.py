@@ -4,7 +4,8 @@ without moving files, and the text the nodes show (loss, metrics, where a file w
 
 The server here is one of its own: it starts with ``$HF_ENDPOINT`` pointing at an HTTP server in
 this test process (these machines reach no model hub) and with a user's own file already in its
-input folder under an example's name. The files the stand-in serves are tiny random ViTs.
+input folder under an example's name. The file the stand-in serves is a random ViT-S/16 (the real
+architecture, since the download checks the model; its features mean nothing).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from safetensors.torch import save_file
 
 from tools.harness.comfy_client import RunResult
 from tools.harness.comfy_server import ComfyServer
@@ -128,12 +128,8 @@ def test_a_saved_generator_is_listed_by_load_without_a_restart(server: ComfyServ
 
 
 def test_download_from_the_node_shows_progress_and_loads(server: ComfyServer, hub: Any,
-                                                         tmp_path: Path, tiny_dino_file: Path) -> None:
-    import torch
-
-    state = torch.load(tiny_dino_file, weights_only=True)  # timm's names: what the hub serves
-    file = tmp_path / "model.safetensors"
-    save_file(state, str(file))
+                                                         vits16_hub_file: Path) -> None:
+    file = vits16_hub_file  # the real ViT-S/16 architecture: the download checks the model
     hub.serve(HUB_FILE, file.read_bytes())
     name = "vit_small_patch16_224.dino.safetensors"
     target = server.models_dir / name
