@@ -20,7 +20,7 @@ import pytest
 from comfy_splice.dino.models import DINO_MODELS
 
 if TYPE_CHECKING:
-    from tools.comfy_server import ComfyServer
+    from tools.harness.comfy_server import ComfyServer
 
 MODEL = DINO_MODELS["dino_vits8"]
 HUB_PATH = f"/timm/{MODEL.timm_name}/resolve/main/model.safetensors"
@@ -61,7 +61,7 @@ def hub(hub_stub: Any) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, hub: Any, tiny_dino_file: Path) -> Iterator[ComfyServer]:
     """A ComfyUI whose downloads go to the stand-in (the variable is read when the server starts)."""
-    from tools.comfy_server import ComfyServer
+    from tools.harness.comfy_server import ComfyServer
 
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_ENDPOINT", hub.endpoint)
