@@ -97,7 +97,7 @@ def tiny_generator_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     craft bad generator files start from. Copy it before changing it."""
     from comfy_splice.checkpoint import save_generator
     from comfy_splice.generator import build_generator
-    from comfy_splice.train import TrainConfig, TrainedGenerator
+    from comfy_splice.run import TrainConfig, TrainedGenerator
 
     trained = TrainedGenerator(build_generator(seed=3), TrainConfig(steps=5), "dino_vits8", {"loss": [2.0, 1.0]})
     return save_generator(tmp_path_factory.mktemp("tiny_generator") / "good.safetensors", trained,

@@ -19,7 +19,8 @@ import comfy_splice.generator as generator_module
 from comfy_splice.dino.vit import DinoBackbone
 from comfy_splice.generator import apply_generator, build_generator
 from comfy_splice.measure import TensorPeakTracker, release_heap
-from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, MemoryBudgetError, ViTShape,
+from comfy_splice.refusal import MemoryBudgetError
+from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, ViTShape,
                                  apply_chunk_that_fits, check_training_fits, estimate_apply_peak,
                                  estimate_training_peak, megapixels_that_fit, overhead_for,
                                  scaled_size, vit_shape)

@@ -8,7 +8,8 @@ import torch
 
 from comfy_splice.generator import MIN_SIDE, SpliceGenerator, build_generator
 from comfy_splice.measure import TensorPeakTracker
-from comfy_splice.memory import (STREAM_RAM_BYTES_PER_PIXEL, MemoryBudgetError, estimate_apply_peak,
+from comfy_splice.refusal import MemoryBudgetError
+from comfy_splice.memory import (STREAM_RAM_BYTES_PER_PIXEL, estimate_apply_peak,
                                  estimate_streamed_peak, streamed_band_that_fits)
 from comfy_splice.streaming import DEFAULT_BAND_BYTES, RamStore, plan, stream_generator
 

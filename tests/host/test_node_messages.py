@@ -30,7 +30,7 @@ def files(comfy_server: ComfyServer, tiny_dino_file: Path) -> dict[str, str]:
     """The tiny ViT, a random generator, a 64x64 noise image and a box mask for it."""
     from comfy_splice.checkpoint import save_generator
     from comfy_splice.generator import build_generator
-    from comfy_splice.train import TrainConfig, TrainedGenerator
+    from comfy_splice.run import TrainConfig, TrainedGenerator
 
     shutil.copy(tiny_dino_file, comfy_server.models_dir / TINY)
     trained = TrainedGenerator(build_generator(seed=3), TrainConfig(steps=1), "tiny", {"loss": [1.0]})
