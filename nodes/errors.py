@@ -20,7 +20,6 @@ import torch
 
 import comfy.model_management as mm
 
-from ..comfy_splice.dino.models import WeightsError
 from ..comfy_splice.refusal import SpliceRefusal, mentions_out_of_memory
 from ..comfy_splice.train import TrainingInterrupted
 from ..comfy_splice.validation import check_finite_image, short, short_text
@@ -30,8 +29,7 @@ MAX_MESSAGE_CHARS = 2000
 
 _PASS_THROUGH: tuple[type[BaseException], ...] = (mm.InterruptProcessingException,
                                                   torch.OutOfMemoryError, TrainingInterrupted)
-# WeightsError is a ValueError of the backbone's own, from before SpliceRefusal existed.
-_OWN_ERRORS: tuple[type[Exception], ...] = (SpliceRefusal, WeightsError)
+_OWN_ERRORS: tuple[type[Exception], ...] = (SpliceRefusal,)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from ..comfy_splice.refusal import SpliceRefusal
 from ..comfy_splice.validation import json_depth, json_type, short
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ _running: dict[tuple[str, str], threading.Event] = {}
 _routes_added = False
 
 
-class StopRequestError(ValueError):
+class StopRequestError(SpliceRefusal):
     """A stop request the route refuses; the text is the answer's one-line ``error``."""
 
     def __init__(self, message: str, status: int = 400) -> None:

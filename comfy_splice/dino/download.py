@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..refusal import SpliceRefusal
 from .models import DinoModel, WeightsError, download_url, official_model
 from .weights import load_backbone
 
@@ -62,9 +63,10 @@ class DownloadLimits:
     max_redirects: int = 5
 
 
-class DownloadError(OSError):
+class DownloadError(SpliceRefusal):
     """The transfer was refused or dropped; the message says why (stall, deadline, size,
-    redirect, HTTP status)."""
+    redirect, HTTP status). :func:`download_weights` wraps it in a WeightsError that adds the
+    folder, the file and the URL."""
 
 
 def download_weights(name: str, directory: str | os.PathLike, timeout: float | None = None,

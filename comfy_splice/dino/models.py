@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..refusal import SpliceRefusal
 
-class WeightsError(ValueError):
+
+class WeightsError(SpliceRefusal):
     """A weight file is missing, unreadable or not a DINO ViT; the message names the fix."""
 
 

@@ -30,7 +30,8 @@ BINARY_TEXT = 3  # protocol.BinaryEventTypes.TEXT: a node's progress text
 
 @pytest.fixture(scope="module")
 def hub(hub_stub: Any) -> Any:
-    """The session's hub stand-in (tests/conftest.py)."""
+    """The session's hub stand-in (tests/conftest.py), emptied of what earlier tests published."""
+    hub_stub.clear()
     return hub_stub
 
 
