@@ -1,6 +1,6 @@
 # comfy-splice: provisioning, tests and a local ComfyUI.
 #   make setup   venv (torch, ComfyUI's requirements, test tools), ComfyUI 0.3.75, Chromium
-#   make test    setup, then the whole test suite
+#   make test    setup, then ruff and mypy, then the whole test suite
 #   make run     start ComfyUI with this pack installed (PORT=8188 LISTEN=127.0.0.1)
 # Environment: COMFY_SPLICE_CACHE (default ~/.cache/comfy-splice), COMFYUI_PATH (your own ComfyUI).
 
@@ -20,8 +20,11 @@ PROVISION := $(PYTHON) tools/provision.py
 setup:
 	$(PROVISION) all
 
+# The lint and type gate (pyproject.toml: [tool.ruff], [tool.mypy]) runs first; a finding stops the run.
 test: setup
 	@VENV_PYTHON="$$($(PROVISION) venv)" && "$$VENV_PYTHON" -m tools.provision weights && set -x && \
+	"$$VENV_PYTHON" -m ruff check . && \
+	"$$VENV_PYTHON" -m tools.typecheck && \
 	"$$VENV_PYTHON" -m pytest -q -rs --durations=15 $(PYTEST_ARGS)
 
 run:

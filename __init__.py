@@ -1,9 +1,9 @@
 """comfy-splice: Splice ("Splicing ViT Features for Semantic Appearance Transfer") for ComfyUI.
 
 ComfyUI imports this file and calls ``comfy_entrypoint()`` (the V3 node API, ComfyUI >= 0.3.48).
-Importing it does nothing else (``WEB_DIRECTORY`` is a constant): the nodes, torch and timm are imported only when ComfyUI asks
-for the extension. There is deliberately no ``NODE_CLASS_MAPPINGS`` here: with it, ComfyUI
-would ignore ``comfy_entrypoint``.
+Importing it does nothing else (``WEB_DIRECTORY`` is a constant): the nodes, torch and timm are
+imported only when ComfyUI asks for the extension. There is deliberately no
+``NODE_CLASS_MAPPINGS`` here: with it, ComfyUI would ignore ``comfy_entrypoint``.
 """
 
 from __future__ import annotations

@@ -22,8 +22,12 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from bench import _common
+
+if TYPE_CHECKING:  # the child process imports torch; the parent never does
+    import torch
 
 _RESULT_PREFIX = "BENCH_RESULT "
 
@@ -43,7 +47,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _scenes(count: int) -> list["torch.Tensor"]:  # noqa: F821 - torch imported in the child
+def _scenes(count: int) -> list[torch.Tensor]:
     """Synthetic 240x320 scenes: warm striped 'object' rectangles on cool or grey backgrounds."""
     import torch
 
@@ -127,7 +131,7 @@ def main(argv: list[str]) -> None:
             for count in args.counts:
                 command = [sys.executable, "-m", "bench.bench_cosegment", *argv, "--one", device, model, str(count)]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
-                lines = [l for l in done.stdout.splitlines() if l.startswith(_RESULT_PREFIX)]
+                lines = [line for line in done.stdout.splitlines() if line.startswith(_RESULT_PREFIX)]
                 if done.returncode or not lines:
                     print(f"{device:6} {model:10} {count:>6} failed: {done.stderr.strip().splitlines()[-1:]}")
                     continue

@@ -25,6 +25,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from bench import _common
 
@@ -168,7 +169,7 @@ def main(argv: list[str]) -> int:
     print(_common.RANDOM_INIT_NOTE)
     print(f"precision: fp32 reference vs {args.device} bf16 autocast (the generator and the "
           "losses stay fp32 in every variant); gradients w.r.t. the generator's parameters, per term")
-    results: list[dict[str, object]] = []
+    results: list[dict[str, Any]] = []
     for model in args.models:
         steps = _steps_for(model, args.steps)
         for pair in args.pairs:

@@ -250,8 +250,8 @@ def cosegment(backbone: DinoBackbone, images: Sequence[Tensor], device: torch.de
     result = elbow_kmeans(_sample(normalised, sample_interval), torch.cat(normalised), elbow,
                           max_clusters, seed, n_init)
     labels = list(torch.split(result.labels, [d.shape[0] for d in normalised]))
-    salient, votes = salient_clusters(labels, [info.saliency for info in used], result.k, thresh,
-                                      votes_percentage)
+    saliencies = [info.saliency for info in used if info.saliency is not None]  # all: saliency=True
+    salient, votes = salient_clusters(labels, saliencies, result.k, thresh, votes_percentage)
     log.info("co-segmentation: k=%d, salient clusters %s, votes %s", result.k,
              salient.nonzero().flatten().tolist(), votes.tolist())
     masks, token_masks, all_labels = [], [], []

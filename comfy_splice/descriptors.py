@@ -242,7 +242,8 @@ def extract_descriptors(backbone: DinoBackbone, images: Sequence[Tensor], config
                     assert dense.cls_attention is not None
                     sal = normalise_saliency(dense.cls_attention, heads)[0]
                 else:
-                    sal = _low_res_saliency(backbone, image, batch.shape[-2:], (rows, cols), heads, device)
+                    sal = _low_res_saliency(backbone, image, (batch.shape[-2], batch.shape[-1]), (rows, cols),
+                                            heads, device)
             results.append(ImageDescriptors(
                 descriptors=patches.contiguous(), grid=(rows, cols), saliency=sal,
                 cls=cls if with_cls else None, input_size=(int(batch.shape[-2]), int(batch.shape[-1])),

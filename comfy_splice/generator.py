@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 import torch.nn.functional as F
@@ -170,14 +170,22 @@ class _Level(nn.Module):
 
     def _units(self, head: nn.Conv2d | None) -> list[tuple[nn.Conv2d, nn.InstanceNorm2d | None]]:
         units: list[tuple[nn.Conv2d, nn.InstanceNorm2d | None]] = [
-            (self.merge[1], self.merge[2]), (self.merge[4], self.merge[5])]
+            (self._merge_conv(1), self._merge_norm(2)), (self._merge_conv(4), self._merge_norm(5))]
         return units + [(head, None)] if head is not None else units
+
+    # nn.Sequential types its items as Module; the merge's layout is fixed in __init__.
+    def _merge_conv(self, index: int) -> nn.Conv2d:
+        return cast(nn.Conv2d, self.merge[index])
+
+    def _merge_norm(self, index: int) -> nn.InstanceNorm2d:
+        return cast(nn.InstanceNorm2d, self.merge[index])
 
     def _merge_params(self, head: nn.Conv2d | None) -> list[Tensor]:
         """The merge's (and the head's) parameters, in the order of their gradients in
         :meth:`_merge_backward`."""
-        params = [self.merge[0].weight, self.merge[0].bias]
+        params: list[Tensor] = [self._merge_norm(0).weight, self._merge_norm(0).bias]
         for conv, norm in self._units(head):
+            assert conv.bias is not None  # every conv of the merge and head has a bias
             params += [conv.weight, conv.bias]
             if norm is not None:
                 params += [norm.weight, norm.bias]
@@ -203,7 +211,7 @@ class _Level(nn.Module):
         normalised in place a group of channels at a time (the norm is per channel, so each
         group's values are the whole tensor's), so no separate upsampled or concatenated copy
         exists at full resolution."""
-        norm, cs = self.merge[0], skip.shape[1]
+        norm, cs = self._merge_norm(0), skip.shape[1]
         out = skip.new_empty((skip.shape[0], cs + deep.shape[1], *skip.shape[2:]))
         _upsample_into(deep, out[:, cs:])
         for lo, hi in self._input_groups(skip, deep):
@@ -240,8 +248,9 @@ class _Level(nn.Module):
             out: Tensor | None = self._merge_input(skip, deep)
             pres: list[Tensor | None] = []
             for index, (conv, norm) in enumerate(units):
-                pres.append(conv(out))
-                out = self._post(pres[-1], norm) if index + 1 < len(units) else None
+                pre = conv(out)
+                pres.append(pre)
+                out = self._post(pre, norm) if index + 1 < len(units) else None
         grad = grad_out  # d loss / d (output of unit k)
         for k in range(len(units) - 1, -1, -1):
             conv, norm = units[k]
@@ -264,7 +273,8 @@ class _Level(nn.Module):
                 conv, grad_pre, rebuilt, conv.weight, (False, True, True))
             del rebuilt
             # the input's gradient never reads the input's values: prev stands in for its shape
-            grad = _conv_backward(conv, grad_pre, prev, conv.weight, (True, False, False))[0]
+            # read by the next iteration (ruff does not follow the loop's back edge past `del grad`)
+            grad = _conv_backward(conv, grad_pre, prev, conv.weight, (True, False, False))[0]  # noqa: F841
             del prev, grad_pre
         return [grad_skip, grad_deep, *(grads[id(p)] for p in self._merge_params(head))]
 
@@ -307,7 +317,7 @@ class _Level(nn.Module):
         bits for every shape); the norm's backward goes a group of channels at a time and
         writes the concatenation's gradient over the norm output's, in place.
         """
-        norm, conv, cs = self.merge[0], self.merge[1], skip.shape[1]
+        norm, conv, cs = self._merge_norm(0), self._merge_conv(1), skip.shape[1]
         grad_pre = box.pop()
         with torch.no_grad():
             normed = self._merge_input(skip, deep)
@@ -381,7 +391,8 @@ def init_weights(module: nn.Module, gain: float = 0.02) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.xavier_normal_(m.weight, gain=gain)
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.InstanceNorm2d):
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)

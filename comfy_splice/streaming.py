@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -306,9 +306,13 @@ class _LevelParts:
     inner: nn.Module | None
 
 
+_M = TypeVar("_M", bound=nn.Module)
+
+
 def _parts(level: nn.Module) -> _LevelParts:
     """The convolutions and norms of one U-Net level, in the order the network applies them."""
-    def of(seq: nn.Module, kind: type) -> list[nn.Module]:
+    def of(seq: object, kind: type[_M]) -> list[_M]:
+        assert isinstance(seq, nn.Module)
         return [m for m in seq.modules() if isinstance(m, kind)]
 
     skip_c, skip_n = of(level.skip, nn.Conv2d), of(level.skip, nn.InstanceNorm2d)
@@ -502,7 +506,8 @@ class _Streamer:
         merged, moments = self._merge_conv_pass(skip, deep, merge_norm, p.merge_conv)
         skip.release()
         deep.release()
-        steps = [self._norm(p.merge_conv_norm, moments), leaky, _pointwise(p.merge_point)]
+        steps: list[Callable[[Tensor, bool], Tensor]] = [
+            self._norm(p.merge_conv_norm, moments), leaky, _pointwise(p.merge_point)]
         c_out = p.merge_point.out_channels
         point = _ChainMap(merged, steps, c_out, merged.channels + c_out)
         moments = self._stats_pass(point)

@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from contextlib import nullcontext
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +157,7 @@ class SpliceTrainer:
         self.generator = build_generator(config.seed).to(self.device)
         self.generator.train()
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,
-                                          betas=tuple(config.betas))
+                                          betas=(config.betas[0], config.betas[1]))
         self.augmenter = PairAugmenter(config.seed)
         self.pair_id = pair_fingerprint(self.structure_image, self.appearance_image)
         self.autocast_dtype = resolve_dtype(config.dtype, self.device)
@@ -235,7 +235,8 @@ class SpliceTrainer:
         # (padded) input for backward, so letting go here frees those copies before backward.
         del a_crop, b_crop
         weights = self.term_weights()
-        total = sum(weights[name] * value for name, value in terms.items())
+        # a Tensor: terms is never empty (sum's start value 0 types it as Tensor | int)
+        total = cast(Tensor, sum(weights[name] * value for name, value in terms.items()))
 
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

@@ -19,7 +19,7 @@ import struct
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeGuard
 
 import torch
 
@@ -42,7 +42,7 @@ def short(value: object, limit: int = NAME_CHARS) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def short_text(text: str, limit: int = 300) -> str:
+def short_text(text: object, limit: int = 300) -> str:
     """The first line of a (library) message, cut to ``limit`` characters."""
     first = str(text).strip().splitlines()[0] if str(text).strip() else ""
     return first if len(first) <= limit else first[:limit - 3] + "..."
@@ -121,11 +121,11 @@ def parse_json(text: object, what: str, max_chars: int, max_depth: int) -> Any:
 # Typed values (dataclass fields) from JSON
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -197,7 +197,7 @@ def check_value(value: object, hint: Any, where: str) -> None:
             check_value(key, args[0] if args else str, f"{where} key")
             check_value(item, args[1] if args else typing.Any, f"{where}.{key}")
         return
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         check_fields(value, hint, where)
         return
     raise TypeError(f"check_value cannot check the type {hint!r} of {where}")  # a programming error

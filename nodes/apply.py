@@ -71,7 +71,7 @@ class SpliceApply(io.ComfyNode):
     @classmethod
     @readable_errors(names.APPLY)
     def execute(cls, generator: object, images: Tensor, batch_size: int = 4, mask: object = None,
-                feather: int = 8) -> io.NodeOutput:
+                feather: float = 8) -> io.NodeOutput:
         trained = check_generator(generator)
         batch = rt.image_to_core(images, "images")  # a view of the input, no copy
         # Checked before the generator runs: a wrong-size or empty mask fails at once.

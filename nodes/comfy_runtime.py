@@ -333,6 +333,11 @@ class Progress:
             self._last_sent = now
             self.bar.update_absolute(done, total)
 
+    def finish(self, done: int) -> None:
+        """Send ``done`` now, unthrottled: when Stop and keep or the time limit ends the run
+        early, the last step may have been skipped by the throttle and the bar would stay behind."""
+        self.bar.update_absolute(done, self.total)
+
     def log(self, done: int, losses: dict[str, float]) -> None:
         """Show the latest losses on the node beside the preview (every ``log_every`` steps)."""
         terms = ", ".join(f"{name} {losses[name]:.4g}" for name in ("structure", "appearance", "identity")

@@ -267,7 +267,7 @@ def draw_matches(image_a: Tensor, image_b: Tensor, points_a: Tensor, points_b: T
     Takes and returns core layout [1, 3, H, W] in [0, 1]."""
     a, b = rt.to_pil(image_a), rt.to_pil(image_b)
     scale = a.height / b.height
-    b = b.resize((max(1, round(b.width * scale)), a.height), Image.BICUBIC)
+    b = b.resize((max(1, round(b.width * scale)), a.height), Image.Resampling.BICUBIC)
     canvas = Image.new("RGB", (a.width + b.width, a.height))
     canvas.paste(a, (0, 0))
     canvas.paste(b, (a.width, 0))

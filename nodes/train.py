@@ -290,6 +290,7 @@ class SpliceTrainGenerator(io.ComfyNode):
                     on_log=progress.log)
             autosave.save(trained)
             if trained.steps_done < config.steps:
+                progress.finish(trained.steps_done)
                 log.info("Splice: kept the generator after %d of %d steps", trained.steps_done,
                          config.steps)
             final = progress.last_preview

@@ -323,7 +323,7 @@ def _check_redirect(endpoint: urllib.parse.SplitResult, url: str) -> None:
         raise DownloadError(f"a redirect to {url} was refused: only https is followed (or the "
                             f"endpoint's own address)")
     try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.hostname, parts.port or 443,
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(parts.hostname, parts.port or 443,
                                                                 type=socket.SOCK_STREAM)}
     except (socket.gaierror, UnicodeError) as exc:
         raise DownloadError(f"a redirect to {url} names a host that does not resolve ({exc})") from exc
@@ -354,6 +354,7 @@ def _connection(parts: urllib.parse.SplitResult, timeout: float
         if proxy.username:
             token = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"
             headers["Proxy-Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+        conn: http.client.HTTPConnection
         if parts.scheme == "https":
             conn = http.client.HTTPSConnection(proxy.hostname or "", proxy.port or 80, timeout=timeout,
                                                context=ssl.create_default_context())

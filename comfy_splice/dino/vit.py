@@ -20,7 +20,7 @@ import functools
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import ContextManager, Iterable
+from typing import Any, ContextManager, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -121,15 +121,19 @@ def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[Tensor, T
 class DinoBackbone(nn.Module):
     """A frozen DINO ViT (timm module layout) with a forward that returns Splice's features."""
 
+    # timm's module tree, read by attribute (patch_embed.proj, blocks[i].attn...): nn.Module types
+    # every attribute as Tensor | Module, so the tree is Any here; the weight loader checks it.
+    vit: Any
+
     def __init__(self, vit: nn.Module, name: str, source: str = "") -> None:
         super().__init__()
         self.vit = vit
         self.name = name
         self.source = source
-        self.patch_size = int(vit.patch_embed.proj.kernel_size[0])
-        self.embed_dim = int(vit.cls_token.shape[-1])
-        self.depth = len(vit.blocks)
-        self.num_heads = int(vit.blocks[0].attn.num_heads)
+        self.patch_size = int(self.vit.patch_embed.proj.kernel_size[0])
+        self.embed_dim = int(self.vit.cls_token.shape[-1])
+        self.depth = len(self.vit.blocks)
+        self.num_heads = int(self.vit.blocks[0].attn.num_heads)
         self.requires_grad_(False)
         self.eval()
 
@@ -154,13 +158,13 @@ class DinoBackbone(nn.Module):
         if rows * cols == n_native and height == width:
             return pos
         side = int(math.sqrt(n_native))
-        grid = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
-                             mode="bicubic", align_corners=False)
-        if grid.shape[-2:] != (rows, cols):  # pragma: no cover - guards DINO's +0.1 trick
-            raise RuntimeError(f"position grid {tuple(grid.shape[-2:])} != {(rows, cols)}")
-        grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
-        return torch.cat((pos[:, :1], grid), dim=1)
+        native = pos[:, 1:].reshape(1, side, side, -1).permute(0, 3, 1, 2)
+        resampled = F.interpolate(native, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
+                                  mode="bicubic", align_corners=False)
+        if resampled.shape[-2:] != (rows, cols):  # pragma: no cover - guards DINO's +0.1 trick
+            raise RuntimeError(f"position grid {tuple(resampled.shape[-2:])} != {(rows, cols)}")
+        resampled = resampled.permute(0, 2, 3, 1).reshape(1, rows * cols, -1)
+        return torch.cat((pos[:, :1], resampled), dim=1)
 
     def _embed(self, images: Tensor, stride: int) -> tuple[Tensor, tuple[int, int]]:
         """The tokens that enter block 0, [B, 1 + rows * cols, C], and their grid (rows, cols).
@@ -182,7 +186,7 @@ class DinoBackbone(nn.Module):
         return torch.cat((cls, x), dim=1) + pos.to(x.dtype), (rows, cols)
 
     @staticmethod
-    def _qkv(block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _qkv(block: Any, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """q, k, v as [B, heads, T, d] and the keys with heads concatenated, [B, T, C]."""
         attn = block.attn
         b, t, c = x.shape
@@ -191,7 +195,7 @@ class DinoBackbone(nn.Module):
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         return q, k, v, keys
 
-    def _block(self, block: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _block(self, block: Any, x: Tensor) -> tuple[Tensor, Tensor]:
         """One pre-norm transformer block with fused attention; returns its output and keys."""
         b, t, c = x.shape
         q, k, v, keys = self._qkv(block, x)
@@ -199,7 +203,7 @@ class DinoBackbone(nn.Module):
         x = x + block.attn.proj(a.transpose(1, 2).reshape(b, t, c))
         return x + block.mlp(block.norm2(x)), keys
 
-    def _last_block(self, block: nn.Module, x: Tensor) -> Features:
+    def _last_block(self, block: Any, x: Tensor) -> Features:
         """The deepest block Splice reads: keys of every token, but the output of the CLS token only.
 
         Nothing after this block is computed, and Splice reads no patch token's output here, so

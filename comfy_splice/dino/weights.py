@@ -103,14 +103,14 @@ def _block_indices(state: Mapping[str, Tensor], path: Path) -> dict[int, dict[st
     for key, value in state.items():
         if not key.startswith("blocks."):
             continue
-        _, index, *rest = key.split(".", 2)
-        if not rest or not index.isdigit() or str(int(index)) != index:
+        _, number, *rest = key.split(".", 2)
+        if not rest or not number.isdigit() or str(int(number)) != number:
             raise _fail(path, f"the key {short(key)} does not name a block by its number "
                               f"(expected blocks.<0..{MAX_DEPTH - 1}>.<tensor>)")
-        if int(index) >= MAX_DEPTH:
-            raise _fail(path, f"the key {short(key)} declares block {int(index):,}; at most "
+        if int(number) >= MAX_DEPTH:
+            raise _fail(path, f"the key {short(key)} declares block {int(number):,}; at most "
                               f"{MAX_DEPTH} blocks are accepted")
-        blocks.setdefault(int(index), {})[rest[0]] = value
+        blocks.setdefault(int(number), {})[rest[0]] = value
     if not blocks:
         raise _fail(path, "it has no transformer blocks (no blocks.0.* keys)")
     depth = max(blocks) + 1

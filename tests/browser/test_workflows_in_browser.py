@@ -147,7 +147,7 @@ def test_workflow_converts_to_a_prompt(page: comfy_page.ComfyPage, spec: bw.Work
             if name == "control_after_generate":
                 continue
             assert entry["inputs"][name] == value, f"{node_spec.type}.{name}"
-    for from_key, output, to_key, input_name in spec.links:
+    for from_key, _output, to_key, input_name in spec.links:
         if str(spec.node_id(to_key)) in prompt and str(spec.node_id(from_key)) in prompt:
             source = prompt[str(spec.node_id(to_key))]["inputs"][input_name]
             assert source[0] == str(spec.node_id(from_key)), f"{to_key}.{input_name}"

@@ -399,7 +399,8 @@ def test_weight_names_cannot_leave_the_model_folder(guarded: ComfyServer, hostil
 
 
 @pytest.mark.parametrize("name", ["../../../../../../etc/hostname", "/etc/passwd", "../splice_dino/" + TINY])
-def test_generator_names_cannot_leave_the_model_folder(guarded: ComfyServer, hostile: dict[str, Any], name: str) -> None:
+def test_generator_names_cannot_leave_the_model_folder(guarded: ComfyServer, hostile: dict[str, Any],
+                                                       name: str) -> None:
     _fails(guarded, _apply(hostile, generator=name), "2", "is not in", "put it back there or pick another file")
 
 

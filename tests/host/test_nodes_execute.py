@@ -442,7 +442,7 @@ def test_no_error_type_of_the_pack_reads_as_a_bug(comfy: Comfy) -> None:
 
         @errors.readable_errors("Some Node")
         def refuse() -> None:
-            raise raised
+            raise raised  # noqa: B023 - called in this same iteration
 
         with pytest.raises(BaseException) as info:
             refuse()

@@ -24,8 +24,10 @@ def test_stop_and_keep_returns_the_generator_trained_so_far(comfy: Comfy, losses
 
     stop = comfy.module("nodes.stop")
     answers: list[list[dict[str, str]]] = []
+    updates: list[tuple[int, int, bool]] = []
 
     def hook(value: int, total: int, preview: Any, node_id: str | None = None) -> None:
+        updates.append((value, total, preview is not None))
         # The click, on the preview of step 2: previews are sent at every step they are due
         # (preview_every=1), unlike progress values, which are throttled in time.
         if preview is not None and value == 2:
@@ -42,6 +44,7 @@ def test_stop_and_keep_returns_the_generator_trained_so_far(comfy: Comfy, losses
     kept, loss_map, result = out[0], out[1], out[2]
     assert answers == [[{"prompt_id": "None", "node_id": "42"}]]
     assert kept.steps_done == 2 and len(loss_map["loss"]) == 2
+    assert updates[-1] == (2, 500, False)  # a final, unthrottled progress update with the steps done
     assert result.shape == (1, 48, 64, 3)
     assert stop.request_stop(node_id="42") == []  # the run is no longer registered
 

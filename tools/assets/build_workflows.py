@@ -30,7 +30,7 @@ import logging
 import shutil
 import sys
 import tempfile
-import tomllib
+import tomllib  # type: ignore[import-not-found, unused-ignore]  # Python 3.11+: tools run in the venv
 import uuid
 from pathlib import Path
 from typing import Any

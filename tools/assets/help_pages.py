@@ -98,7 +98,8 @@ def _slots(listing: ast.expr | None, kind: str, functions: dict[str, ast.Functio
             raise SchemaReadError(f"{where}: cannot read {ast.unparse(element)} (no {kind} call found)")
         for call in calls:
             display = _keyword(call, "display_name")
-            shown.append(_text(display, names, where) if display is not None else call.args[0].value)
+            shown.append(_text(display, names, where) if display is not None
+                         else ast.literal_eval(call.args[0]))
     return shown
 
 

@@ -69,7 +69,7 @@ def _pair(spec: Pair) -> Image.Image:
         with Image.open(INPUT_DIR / file_name) as image:
             rgb = image.convert("RGB")
         width = round(rgb.width * spec.height / rgb.height)
-        tiles.append((rgb.resize((width, spec.height), Image.LANCZOS), caption))
+        tiles.append((rgb.resize((width, spec.height), Image.Resampling.LANCZOS), caption))
     gap = 8
     canvas = Image.new("RGB", (sum(t.width for t, _ in tiles) + gap, spec.height + caption_height),
                        (32, 32, 32))
@@ -86,7 +86,8 @@ def _crop(spec: Crop) -> Image.Image:
     with Image.open(SCREENSHOT_DIR / spec.screenshot) as image:
         part = image.convert("RGB").crop(spec.box)
     if spec.scale != 1.0:
-        part = part.resize((round(part.width * spec.scale), round(part.height * spec.scale)), Image.LANCZOS)
+        part = part.resize((round(part.width * spec.scale), round(part.height * spec.scale)),
+                           Image.Resampling.LANCZOS)
     # A screenshot of the UI has few colours: a palette keeps text sharp at a fraction of the bytes.
     return part.quantize(colors=128, method=Image.Quantize.MEDIANCUT)
 

@@ -344,7 +344,7 @@ class Execution:
             except websocket.WebSocketTimeoutException:
                 if not self.client.is_alive():
                     raise ServerError("ComfyUI server died while waiting for websocket messages\n"
-                                      + self.client.describe())
+                                      + self.client.describe()) from None
                 continue
             except (websocket.WebSocketConnectionClosedException, ConnectionError) as error:
                 raise ServerError(f"websocket closed ({error})\n" + self.client.describe()) from error

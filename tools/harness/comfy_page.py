@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, ViewportSize, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tools import provision
@@ -45,7 +45,7 @@ CHROMIUM_ARGS = (
     "--disable-sync",
     "--no-first-run",
 )
-VIEWPORT = {"width": 1920, "height": 1080}
+VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}
 
 # Server-side user settings that keep dialogs and overlays off the canvas: the first-run
 # templates dialog, the export file-name prompt (so Export downloads at once) and the minimap.

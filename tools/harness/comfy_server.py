@@ -229,7 +229,8 @@ class ComfyServer:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def log_report(self, lines: int = 60) -> str:
-        state = "running" if self.is_running() else f"exited ({self.process.returncode if self.process else 'never started'})"
+        code = self.process.returncode if self.process else "never started"
+        state = "running" if self.is_running() else f"exited ({code})"
         return (f"--- ComfyUI server {self.url}, pid {self.process.pid if self.process else '-'}, {state}, "
                 f"log {self.log_path} (last {lines} lines) ---\n{self.log_tail(lines)}\n--- end of server log ---")
 
