@@ -91,8 +91,8 @@ def _one_thread_if_small(x: Tensor) -> Iterator[None]:
     """Fit small CPU problems single-threaded, as scikit-learn does with threadpoolctl.
 
     Lloyd iterations on a few hundred samples are thousands of tiny ops, where intra-op threads
-    only add synchronisation; on a busy CPU each op then waits for a core. Measured on 2 shared
-    cores (elbow rule, 80 x 384 samples, 8030 points): 7.0 s with 2 threads, 0.5 s with 1.
+    only add synchronisation; on a busy CPU each op then waits for a core (the measurement:
+    bench/README.md, "Measurement log: small k-means threads").
     """
     if x.device.type != "cpu" or x.numel() > SMALL_PROBLEM:
         yield

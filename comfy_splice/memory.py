@@ -42,16 +42,10 @@ GEN_APPLY_BYTES_PER_PIXEL = 420
 # measured for ViT-B/8 on 224 x 224 crops).
 VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK = 12
 FIXED_OVERHEAD = 32 * MIB
-# On the CPU the process's resident memory grows by more than the tensors it holds: glibc keeps
-# freed blocks below its dynamic mmap threshold (at most 32 MB, the size of the generator's
-# per-channel-group tensors from ~720p to ~12 MP) in its heap, where crops of a new size each
-# step cannot always reuse them, and oneDNN's convolutions work on reordered copies that are no
-# tensors. Measured peak-RSS growth over the tensor estimate, fp32: up to 2.27x where the
-# generator is nearly all of it (1280x720, a tiny ViT, 3-24 steps; it levels off), 1.61x for
-# ViT-B/8 at 1920x1080, 1.31x at 4032x3024 (1.39x for the whole prompt in a real ComfyUI
-# server: there most blocks are over 32 MB and go back to the system when freed), 0.9x at
-# 512 px; Splice Output 1.36x plain and 1.53x streamed at 4032x3024. Forcing large blocks out of
-# the heap (M_MMAP_THRESHOLD) would cost 45% more CPU time, so the estimate carries it instead.
+# On the CPU the process's resident memory grows by more than the tensors it holds (glibc's heap
+# keeps freed blocks under its mmap threshold; oneDNN works on reordered copies): every CPU
+# check multiplies the tensor estimate by this factor. The measurements behind it: bench/README.md,
+# "Measurement log: CPU resident memory".
 CPU_RESIDENT_OVERHEAD = 2.5
 
 

@@ -162,9 +162,8 @@ class SpliceTrainer:
         self.pair_id = pair_fingerprint(self.structure_image, self.appearance_image)
         self.autocast_dtype = resolve_dtype(config.dtype, self.device)
         # Under bf16 autocast the block the losses read (keys, CLS) runs in fp32: the structure
-        # loss compares small differences of keys. Measured this way (bench/bench_precision.py,
-        # README "Speed and memory"), every term's gradient has cosine >= 0.9993 with fp32's,
-        # at step 0 and after 200 steps, ViT-S/8 and ViT-B/8. Costs ~2% of the ViT.
+        # loss compares small differences of keys. Measured gradient cosines and cost: bench/README.md,
+        # "Measurement log: bf16 with fp32 keys".
         self.fp32_keys = True
         self.step_index = 0
         self._pending: list[Tensor] = []
