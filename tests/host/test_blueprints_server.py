@@ -53,3 +53,19 @@ def test_the_blueprint_is_served_and_valid(comfy_server: ComfyServer, spec: buil
             assert link["id"] in subgraph["inputs"][link["origin_slot"]]["linkIds"]
         else:
             assert link["id"] in inner[link["origin_id"]]["outputs"][link["origin_slot"]]["links"]
+
+
+def test_the_widget_order_matches_the_schemas(comfy_server: ComfyServer) -> None:
+    """Linked widget inputs are found by their place among a node's widgets: the builder's list
+    must be the schema's widget order (every input that is not a socket, and the seed's control
+    is no input)."""
+    info = comfy_server.object_info()
+    sockets = {"IMAGE", "MASK", "SPLICE_LOSS", "SPLICE_GENERATOR", "SPLICE_DINO"}
+    for node_type, widgets in build_blueprints.WIDGET_INPUTS.items():
+        schema = info[node_type]
+        order = [name for section in ("required", "optional") for name in schema["input_order"].get(section, [])]
+        kinds = {name: spec[0] for section in ("required", "optional")
+                 for name, spec in schema["input"].get(section, {}).items()}
+        expected = [(name, "COMBO" if isinstance(kinds[name], list) or kinds[name] == "COMBO" else kinds[name])
+                    for name in order if not (isinstance(kinds[name], str) and kinds[name] in sockets)]
+        assert widgets == expected, node_type

@@ -69,6 +69,18 @@ COMMON_INPUTS = [
 ]
 SPLICE_CORE = ["dino", "structure_loss", "appearance_loss", "train"]
 
+# The widget inputs of the nodes whose widgets become blueprint inputs, in the order the frontend
+# gives them slots (after the node's socket inputs): a linked widget input is found by its place
+# in that list, so the file lists them all. tests/host/test_blueprints_server.py checks this
+# against the server's schemas.
+WIDGET_INPUTS: dict[str, list[tuple[str, str]]] = {
+    "SpliceLoadDINO": [("model_name", "COMBO"), ("download_if_missing", "BOOLEAN")],
+    "SpliceTrainGenerator": [("steps", "INT"), ("learning_rate", "FLOAT"), ("seed", "INT"),
+                             ("identity_weight", "FLOAT"), ("full_image_every", "INT"),
+                             ("preview_every", "INT"), ("dtype", "COMBO"), ("max_minutes", "FLOAT"),
+                             ("autosave_every", "INT"), ("max_megapixels", "FLOAT")],
+}
+
 
 def blueprints() -> list[BlueprintSpec]:
     return [
@@ -121,13 +133,12 @@ def build(spec: BlueprintSpec) -> dict[str, Any]:
     for index, socket in enumerate(spec.inputs):
         node = nodes[ids[socket.node]]
         slots = node.setdefault("inputs", [])
+        if socket.widget and not any("widget" in s for s in slots):
+            slots.extend({"name": name, "type": kind, "widget": {"name": name}, "link": None}
+                         for name, kind in WIDGET_INPUTS[node["type"]])
         names = [s["name"] for s in slots]
         if socket.target not in names:
-            if not socket.widget:
-                raise ValueError(f"{spec.title}: {socket.node} has no input {socket.target}")
-            slots.append({"name": socket.target, "type": socket.type, "widget": {"name": socket.target},
-                          "link": None})
-            names.append(socket.target)
+            raise ValueError(f"{spec.title}: {socket.node} has no input {socket.target}")
         slot = names.index(socket.target)
         slots[slot]["link"] = next_link
         links.append({"id": next_link, "origin_id": INPUT_NODE, "origin_slot": index, "target_id": node["id"],
