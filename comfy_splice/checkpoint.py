@@ -15,19 +15,22 @@ while saving never leaves a half-written generator under the final name.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .generator import SpliceGenerator
-from .run import TrainConfig, TrainedGenerator, TrainState
+from .run import TrainConfig, TrainedGenerator, TrainState, resume_mismatches
 from .validation import (TensorInfo, check_fields, check_value, json_type, parse_json,
                          read_safetensors_header, short, short_text)
+
+log = logging.getLogger(__name__)
 
 FORMAT = "comfy-splice-generator/1"
 _RESERVED = ("splice_format", "splice_config", "splice_backbone", "splice_loss", "splice_train_state")
@@ -288,3 +291,46 @@ def load_generator(path: str | os.PathLike) -> TrainedGenerator:
                             backbone_name=str(parsed["splice_backbone"]),
                             history={"loss": list(parsed["splice_loss"])},  # type: ignore[call-overload]
                             state=train_state)
+
+
+def _resumable_step(path: Path, config: TrainConfig, pair_id: str, backbone_name: str) -> int | None:
+    """The step ``path`` was saved at when a run of ``config`` on ``pair_id`` can continue it
+    exactly without going past ``config.steps``; None otherwise (also for unreadable files: the
+    search only reads headers, and the chosen file is fully checked when it is loaded)."""
+    try:
+        metadata = read_metadata(path)
+        info = parse_json(metadata.get("splice_train_state"), "splice_train_state", MAX_CONFIG_CHARS,
+                          MAX_JSON_DEPTH)
+        step, old_pair = info["step"], info["pair_id"]
+        old = parse_config(metadata.get("splice_config"))
+        backbone = parse_backbone_name(metadata.get("splice_backbone", ""))
+    except (ValueError, TypeError, KeyError, OSError, SafetensorError):
+        return None
+    if (metadata.get("splice_format") != FORMAT or not isinstance(step, int) or not isinstance(old_pair, str)
+            or not 0 <= step <= config.steps):
+        return None
+    return None if resume_mismatches(old, old_pair, backbone, config, pair_id, backbone_name) else step
+
+
+def newest_resumable(paths: Iterable[str | os.PathLike], config: TrainConfig, pair_id: str,
+                     backbone_name: str) -> tuple[Path, TrainedGenerator] | None:
+    """The saved run among ``paths`` that a run of ``config`` on ``pair_id`` continues exactly
+    (the furthest one, then the newest file), loaded; None when there is none.
+
+    A run past ``config.steps`` is not used: the caller asked for fewer steps. A file that
+    fails the full check when loaded is skipped with a warning (another may still fit).
+    """
+    ranked = []
+    for path in map(Path, paths):
+        step = _resumable_step(path, config, pair_id, backbone_name)
+        if step is not None:
+            try:
+                ranked.append((step, path.stat().st_mtime, path))
+            except OSError:
+                continue
+    for _, _, path in sorted(ranked, key=lambda item: (item[0], item[1]), reverse=True):
+        try:
+            return path, load_generator(path)
+        except ValueError as exc:
+            log.warning("Splice: not resuming from %s: %s", path, exc)
+    return None

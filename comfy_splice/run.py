@@ -57,6 +57,23 @@ def training_size(height: int, width: int, max_megapixels: float) -> tuple[int, 
 RESUME_FREE_FIELDS = ("steps", "preview_every", "log_every")
 
 
+def resume_mismatches(old: "TrainConfig", old_pair_id: str, old_backbone: str, config: "TrainConfig",
+                      pair_id: str, backbone_name: str) -> list[str]:
+    """Why a run (its config, images fingerprint and DINO-ViT) cannot be continued exactly by a run
+    of ``config`` on ``pair_id`` with ``backbone_name`` (empty: it can). One rule for a generator
+    given by hand and for an autosave found on disk."""
+    reasons = []
+    if old_pair_id != pair_id:
+        reasons.append("it was trained on other images")
+    if old_backbone != backbone_name:
+        reasons.append(f"it was trained with {old_backbone or 'another DINO-ViT'}")
+    before, now = old.to_dict(), config.to_dict()
+    changed = sorted(k for k in now if k not in RESUME_FREE_FIELDS and before.get(k) != now[k])
+    if changed:
+        reasons.append(f"these settings differ: {', '.join(changed)}")
+    return reasons
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a Splice training run (defaults: the paper and reference code)."""

@@ -35,8 +35,8 @@ from .dino.vit import DinoBackbone, Features, splice_input
 from .generator import build_generator
 from .losses import self_similarity_mse, zero_like
 from .refusal import SpliceRefusal
-from .run import (LOSS_TERMS, MIN_IMAGE_SIDE, RESUME_FREE_FIELDS, TrainConfig, TrainedGenerator,
-                  TrainState, training_size)
+from .run import (LOSS_TERMS, MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainState,
+                  resume_mismatches, training_size)
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,8 @@ def resume_blockers(init: TrainedGenerator, config: TrainConfig, pair_id: str,
     """Why ``init`` cannot be continued exactly by a run of ``config`` on ``pair_id`` (empty: it can)."""
     if init.state is None:
         return ["it carries no training state"]
-    reasons = []
-    if init.state.pair_id != pair_id:
-        reasons.append("it was trained on other images")
-    if init.backbone_name != backbone_name:
-        reasons.append(f"it was trained with {init.backbone_name or 'another DINO-ViT'}")
-    old, new = init.config.to_dict(), config.to_dict()
-    changed = sorted(k for k in new if k not in RESUME_FREE_FIELDS and old.get(k) != new[k])
-    if changed:
-        reasons.append(f"these settings differ: {', '.join(changed)}")
-    return reasons
+    return resume_mismatches(init.config, init.state.pair_id, init.backbone_name, config, pair_id,
+                             backbone_name)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
@@ -386,7 +378,9 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
                     should_finish: Callable[[], bool] | None = None,
                     max_seconds: float | None = None,
                     checkpoint_every: int = 0,
-                    on_checkpoint: Callable[[TrainedGenerator], None] | None = None) -> TrainedGenerator:
+                    on_checkpoint: Callable[[TrainedGenerator], None] | None = None,
+                    find_init: Callable[[str, str], TrainedGenerator | None] | None = None
+                    ) -> TrainedGenerator:
     """Train a generator on one pair and return it (on the CPU) with its loss history.
 
     ``structure`` is one image [1, 3, H, W] or K keyframes of one size [K, 3, H, W]
@@ -400,11 +394,17 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
     call), training ends and the generator trained so far is returned, with its resumable
     state. ``init``: a generator to start from, continued exactly when it comes from a run of
     the same config on the same images (``config.steps`` is then the total to reach), else
-    fine-tuned. ``on_checkpoint`` gets a snapshot every ``checkpoint_every`` steps before the
+    fine-tuned. ``find_init(pair_id, backbone_name)``, asked when no ``init`` is given, may return
+    an earlier run of these images to continue (e.g. the newest autosave of the same run, so a
+    result a host dropped from its cache is found again without retraining; a complete one
+    returns at once); the images' fingerprint is only known once they are prepared, hence the
+    callback. ``on_checkpoint`` gets a snapshot every ``checkpoint_every`` steps before the
     last. ``on_log`` gets the latest losses every ``log_every`` steps, ``on_preview`` G(A)
     every ``preview_every`` steps.
     """
     trainer = SpliceTrainer(backbone, structure, appearance, config, device)
+    if init is None and find_init is not None:
+        init = find_init(trainer.pair_id, trainer.backbone.name)
     if init is not None:
         trainer.start_from(init)
     started, first = time.monotonic(), trainer.step_index

@@ -7,13 +7,17 @@ off for the run, and the images and the DINO-ViT are cloned so autograd can save
 node's button, ``nodes.stop``) or the ``max_minutes`` budget end the run early and return the
 generator trained so far. ``init_generator`` resumes a run exactly or fine-tunes from its
 weights; ``autosave_every`` writes resumable checkpoints into the folder Load Splice Generator
-lists (``nodes.autosave``). ``appearance_mask`` replaces the appearance image by its crop to the
-mask's bounding box before anything else sees it (region-aware Splice, ``comfy_splice.regions``).
+lists (``nodes.autosave``), and with it on a run first continues the newest autosave of the same
+images and settings (a result ComfyUI dropped from its cache is found again, not retrained).
+``appearance_mask`` replaces the appearance image by its crop to the mask's bounding box before
+anything else sees it (region-aware Splice, ``comfy_splice.regions``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from functools import partial
 
 from torch import Tensor
 
@@ -26,7 +30,7 @@ from ..comfy_splice.run import (DTYPES, MIN_IMAGE_SIDE, TrainConfig, TrainedGene
 from ..comfy_splice.train import train_generator
 from . import comfy_runtime as rt, names, stop
 from .api import CATEGORY, io
-from .autosave import Autosaver
+from .autosave import SUBFOLDER, Autosaver
 from .errors import check_choice, check_finite, readable_errors
 from .regions import mask_input
 from .types import LossMap, LossSpec, SpliceGenerator, SpliceLoss, check_generator
@@ -79,6 +83,17 @@ def _train_size(image: Tensor, max_megapixels: float) -> tuple[int, int]:
 def _log_every(steps: int) -> int:
     """Loss-history spacing: the core's default (25), but at least ~50 points for short runs."""
     return max(1, min(LOG_EVERY_MAX, steps // LOG_POINTS_MIN))
+
+
+def _report_resume(resumed: tuple[str, int], steps_done: int, progress: rt.Progress) -> None:
+    """Say on the node that the run continued an autosave (and trained nothing if it was done)."""
+    path, step = resumed
+    name = f"{SUBFOLDER}/{os.path.basename(path)}"
+    if steps_done == step:
+        progress.step(steps_done)  # a full bar: nothing was left to train
+        rt.show_text(f"Found this run complete in {name} ({step} steps): nothing to train.")
+    else:
+        rt.show_text(f"Continued {name} from step {step}; now {steps_done} steps.")
 
 
 def _loss_map(trained: TrainedGenerator) -> dict[str, list[float]]:
@@ -171,7 +186,10 @@ class SpliceTrainGenerator(io.ComfyNode):
                              "checkpoint into models/splice_generators/autosave/, one file per "
                              "run, so a crash, an out-of-memory error or a Cancel loses at most "
                              f"this many steps: load it with '{names.LOAD_GENERATOR}' and connect "
-                             "it to init_generator. 0 = off.")),
+                             "it to init_generator. While it is on, queueing the same run again "
+                             "continues its newest autosave (a complete one returns at once), so "
+                             "a result ComfyUI dropped from its cache is not trained again. "
+                             "0 = off.")),
                 io.Float.Input(
                     "max_megapixels", default=0.0, min=0.0, max=1000.0, step=0.1, optional=True,
                     tooltip=("Train on the images scaled down to at most this many million pixels "
@@ -287,8 +305,11 @@ class SpliceTrainGenerator(io.ComfyNode):
                     should_finish=stop_event.is_set,
                     max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,
                     checkpoint_every=autosave.every, on_checkpoint=autosave.save,
-                    on_log=progress.log)
+                    on_log=progress.log,
+                    find_init=None if init is not None else partial(autosave.find_resumable, config))
             autosave.save(trained)
+            if autosave.resumed is not None:
+                _report_resume(autosave.resumed, trained.steps_done, progress)
             if trained.steps_done < config.steps:
                 progress.finish(trained.steps_done)
                 log.info("Splice: kept the generator after %d of %d steps", trained.steps_done,

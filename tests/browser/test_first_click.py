@@ -39,10 +39,17 @@ def test_the_basic_templates_use_the_hub_weights() -> None:
                                                "splice_then_controlnet_tile"}
 
 
+def test_template_files_read_as_titles() -> None:
+    """Both frontends show a pack template's file name as its card title."""
+    for spec in bw.WORKFLOWS:
+        assert spec.json_path.is_file() and spec.thumbnail_path.is_file(), spec.title
+        assert spec.title.startswith("Splice - ") and "_" not in spec.title, spec.title
+
+
 @pytest.mark.parametrize("spec", HUB_TEMPLATES, ids=[s.name for s in HUB_TEMPLATES])
 def test_missing_dino_file_is_offered_for_download(page: comfy_page.ComfyPage, browser_server: ComfyServer,
                                                     without_dino_weights: None, spec: bw.WorkflowSpec) -> None:
-    page.load_workflow(_template(browser_server, spec.name))
+    page.load_workflow(_template(browser_server, spec.title))
     label = f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}"
     dialog = page.wait_for_dialog(label)
     assert "not allowed" not in dialog.lower() and "invalid directory" not in dialog.lower(), dialog
@@ -90,7 +97,7 @@ def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
     spec = bw.basic_workflow()
     for name in ("splice_structure_village.png", "splice_appearance_winter.png"):
         assert (browser_server.input_dir / name).is_file(), "the pack did not put its example inputs in place"
-    page.load_workflow(_template(browser_server, spec.name))
+    page.load_workflow(_template(browser_server, spec.title))
     page.close_dialogs()
     train, dino = spec.node_id("train"), spec.node_id("dino")
     page.set_widget(train, "steps", TEST_STEPS)

@@ -110,7 +110,7 @@ def test_the_artist_part_of_the_readme_comes_first_and_is_short() -> None:
     assert headings.index("## Developer set-up") > headings.index("## Report a problem")
     artist_text = "\n".join(lines[:artist_part])
     for needed in ("workflows/input/splice_structure_village.png", "workflows/input/splice_appearance_winter.png",
-                   "ComfyUI-Manager", "requirements.txt", "splice_dino", "Basic Splice", "not measured"):
+                   "ComfyUI-Manager", "requirements.txt", "splice_dino", "Splice - restyle one image", "not measured"):
         assert needed in artist_text, f"README's artist part no longer mentions {needed!r}"
 
 

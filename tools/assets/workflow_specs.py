@@ -76,7 +76,10 @@ class GroupSpec:
 
 @dataclass
 class WorkflowSpec:
+    # ``name``: a stable id (screenshots, the saved graph's id, test ids). ``title``: the file
+    # name, which both frontends' template browsers show as the card's title, so it reads as one.
     name: str
+    title: str
     description: str
     nodes: list[NodeSpec]
     links: list[tuple[str, str, str, str]]  # (from key, output name, to key, input name)
@@ -96,11 +99,11 @@ class WorkflowSpec:
 
     @property
     def json_path(self) -> Path:
-        return WORKFLOWS_DIR / f"{self.name}.json"
+        return WORKFLOWS_DIR / f"{self.title}.json"
 
     @property
     def thumbnail_path(self) -> Path:
-        return WORKFLOWS_DIR / f"{self.name}.jpg"
+        return WORKFLOWS_DIR / f"{self.title}.jpg"
 
 
 # ------------------------------------------------------------------------------------------
@@ -108,15 +111,15 @@ class WorkflowSpec:
 # in the files follow the order of `nodes` (1, 2, ...).
 
 # Only what differs from the node's defaults: every other Train widget keeps the value its schema
-# gives it in the page. The seed stays fixed so a re-run is cached, not retrained.
-TRAIN_WIDGETS: dict[str, Any] = {"control_after_generate": "fixed"}
+# gives it in the page. The seed stays fixed so a re-run is cached, not retrained; autosave is on so
+# a result ComfyUI dropped from its cache is found again (Train Generator resumes from it).
+AUTOSAVE_EVERY = 100
+TRAIN_WIDGETS: dict[str, Any] = {"control_after_generate": "fixed", "autosave_every": AUTOSAVE_EVERY}
 
 NOTE_COLOR, NOTE_BG = "#432", "#653"
 
-SPLICE_NOTE = """## Splice: semantic appearance transfer
-
-Trains a small generator on **one pair**: the output keeps the layout of the *structure* image and
-takes the look of the *appearance* image (Tumanyan et al., CVPR 2022).
+SPLICE_NOTE = """**Splice** (Tumanyan et al., CVPR 2022) trains a small generator on **one pair**: the output
+keeps the layout of the *structure* image and takes the look of the *appearance* image.
 
 **Weights:** *Load DINO-ViT* uses `{dino_name}` (ViT-B/8, ~350 MB, from
 Hugging Face `{dino_repo}`) in `ComfyUI/models/splice_dino/`. If ComfyUI says
@@ -126,10 +129,13 @@ The official `{dino_pth}` works too.
 **Inputs:** the example images are copied into `ComfyUI/input/` when the pack loads; load your
 own to change the pair.
 
-2000 steps (the paper) take ~10 s on a recent GPU; on a CPU try 200 first. The seed is fixed, so
-queueing again with the same inputs reuses the trained generator instead of training again.""".format(
+**Steps:** the paper trains 2000; on a CPU try 200 first. **Autosave is on** (every {every} steps,
+into `models/splice_generators/autosave/`): queueing the same graph again does not train again.
+ComfyUI reuses its cached result, and when it dropped it (low memory, `--cache-none`) *Train
+Generator* continues from the newest autosave of the same images and settings, and finishes at
+once when that run was complete.""".format(
     dino_name=DINO_MODEL["name"], dino_repo=DINO_MODELS[DEFAULT_MODEL].hf_repo,
-    dino_pth=DINO_MODELS[DEFAULT_MODEL].file_name)
+    dino_pth=DINO_MODELS[DEFAULT_MODEL].file_name, every=AUTOSAVE_EVERY)
 
 
 # Layout: columns and rows in canvas units (node pos is the body's top-left; titles sit above).
@@ -164,30 +170,29 @@ def _splice_core() -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
     return nodes, links
 
 
-def _note(text: str, height: float) -> NodeSpec:
-    return NodeSpec("note", "MarkdownNote", (X_NOTE, 0), {"text": text}, title="Read me", size=(340, height),
+def _note(headline: str, text: str, height: float) -> NodeSpec:
+    """The template's "Read me": ``headline`` says in one line what it does and what to change
+    first, then the shared Splice notes and ``text`` (this graph)."""
+    body = f"## {headline}\n\n{SPLICE_NOTE}\n\n{text}"
+    return NodeSpec("note", "MarkdownNote", (X_NOTE, 0), {"text": body}, title="Read me", size=(340, height),
                     color=NOTE_COLOR, bgcolor=NOTE_BG)
 
 
 def basic_workflow() -> WorkflowSpec:
     nodes, links = _splice_core()
-    nodes = [_note(SPLICE_NOTE + """
-
-**This graph:** *Train Generator* learns the pair, *Splice Output* applies the trained generator
-to the structure image, *Plot Loss Graph* draws the loss curve, and *Visualize Structure* shows
-what the structure loss compares (the main components of DINO's key self-similarity).""", 540)] + nodes + [
-        NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4}, size=(300, 102)),
-        NodeSpec("save", "SaveImage", (X_SAVE, 0), {"filename_prefix": "splice/result"}, size=(420, 400)),
-        NodeSpec("loss_plot", "LossGraphNode", (X_APPLY, 180), {"filename_prefix": "splice/loss"},
+    nodes = [_note(
+        "Restyles one image with the look of another. Change first: the two images.", """**This graph:** *Train Generator* learns the pair and its *result* (the structure image
+restyled) is saved, *Plot Loss Graph* draws the loss curve, and *Visualize Structure* shows
+what the structure loss compares (the main components of DINO's key self-similarity).""", 700)] + nodes + [
+        NodeSpec("save", "SaveImage", (X_APPLY, 0), {"filename_prefix": "splice/result"}, size=(420, 400)),
+        NodeSpec("loss_plot", "LossGraphNode", (X_APPLY, 560), {"filename_prefix": "splice/loss"},
                  size=(300, 300)),
         NodeSpec("visualize", "SpliceVisualizeStructure", (X_DINO, 520), {"block": -1}, size=(320, 82)),
         NodeSpec("visualize_preview", "PreviewImage", (X_DINO, 640), {}, title="Structure (self-similarity PCA)",
                  size=(320, 300)),
     ]
     links += [
-        ("train", "generator", "apply", "generator"),
-        ("structure", "IMAGE", "apply", "images"),
-        ("apply", "image", "save", "images"),
+        ("train", "result", "save", "images"),
         ("train", "loss_history", "loss_plot", "loss"),
         ("dino", "dino", "visualize", "dino"),
         ("structure", "IMAGE", "visualize", "image"),
@@ -197,10 +202,10 @@ what the structure loss compares (the main components of DINO's key self-similar
         GroupSpec("Inputs", ["structure", "appearance"], "#8A8"),
         GroupSpec("DINO-ViT and losses", ["dino", "structure_loss", "appearance_loss"], "#88A"),
         GroupSpec("What the structure loss sees", ["visualize", "visualize_preview"], "#a1309b"),
-        GroupSpec("Train and apply", ["train", "apply", "save", "loss_plot"], "#b58b2a"),
+        GroupSpec("Train and save", ["train", "save", "loss_plot"], "#b58b2a"),
     ]
     return WorkflowSpec(
-        "splice_basic",
+        "splice_basic", "Splice - restyle one image",
         "Splice: train a generator on one structure/appearance pair, save the result, plot the loss "
         "and visualise the structure DINO sees.",
         nodes, links, groups,
@@ -216,13 +221,13 @@ def video_workflow() -> WorkflowSpec:
         "load_video", "LoadVideo", (X_INPUT, 0), {"file": make_examples.VIDEO}, title="The shot (video)",
         size=(320, 380))
     links = [link for link in links if link[0] != "structure"]
-    nodes = [_note(SPLICE_NOTE + """
-
-**This graph: one generator for a whole shot.** *Select Keyframes* takes every Nth frame of the
+    nodes = [_note(
+        "Restyles every frame of a video clip with one look. Change first: the video and the "
+        "appearance image.", """**This graph: one generator for a whole shot.** *Select Keyframes* takes every Nth frame of the
 video (set N so the keyframes show everything that enters the shot); *Train Generator* trains
 once on all of them (one keyframe per step: a step costs what one image costs);
 *Splice Output* applies the generator to every frame, and *Create Video* writes them with the clip's frame rate
-and sound. *Save Splice Generator* keeps the generator for other clips of the shot.""", 720)] + nodes + [
+and sound. *Save Splice Generator* keeps the generator for other clips of the shot.""", 880)] + nodes + [
         NodeSpec("components", "GetVideoComponents", (X_INPUT, 920), {}, size=(320, 86)),
         NodeSpec("keyframes", "SpliceSelectKeyframes", (X_INPUT, 1070), {"every_nth": 4}, size=(320, 82)),
         NodeSpec("save_generator", "SpliceSaveGenerator", (X_APPLY, 0), {"filename_prefix": "splice/village_winter"},
@@ -255,7 +260,7 @@ and sound. *Save Splice Generator* keeps the generator for other clips of the sh
                   "#3f789e"),
     ]
     return WorkflowSpec(
-        "splice_train_once_apply_to_video",
+        "splice_train_once_apply_to_video", "Splice - restyle a video clip",
         "Train one Splice generator on a video's keyframes and apply it to every frame; the video keeps "
         "its frame rate and sound.",
         nodes, links, groups,
@@ -268,11 +273,10 @@ NEGATIVE_PROMPT = "blurry, low quality, watermark, text"
 
 
 def _diffusion_tail(controlnet: bool) -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
-    """Splice Output -> VAE Encode -> KSampler -> VAE Decode -> SaveImage (SD 1.5 checkpoint)."""
+    """Train Generator's result -> VAE Encode -> KSampler -> VAE Decode -> SaveImage (SD 1.5)."""
     y = Y_LOWER
     nodes = [
-        NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4}, size=(300, 102)),
-        NodeSpec("splice_preview", "PreviewImage", (X_SAVE, 0), {}, title="Splice output (before diffusion)",
+        NodeSpec("splice_preview", "PreviewImage", (X_APPLY, 0), {}, title="Splice result (before diffusion)",
                  size=(420, 380)),
         NodeSpec("checkpoint", "CheckpointLoaderSimple", (X_INPUT, y), {"ckpt_name": SD15_CHECKPOINT["name"]},
                  size=(320, 98), models=[SD15_CHECKPOINT]),
@@ -290,12 +294,10 @@ def _diffusion_tail(controlnet: bool) -> tuple[list[NodeSpec], list[tuple[str, s
                  size=(420, 380)),
     ]
     links = [
-        ("train", "generator", "apply", "generator"),
-        ("structure", "IMAGE", "apply", "images"),
-        ("apply", "image", "splice_preview", "images"),
+        ("train", "result", "splice_preview", "images"),
         ("checkpoint", "CLIP", "positive", "clip"),
         ("checkpoint", "CLIP", "negative", "clip"),
-        ("apply", "image", "encode", "pixels"),
+        ("train", "result", "encode", "pixels"),
         ("checkpoint", "VAE", "encode", "vae"),
         ("checkpoint", "MODEL", "sampler", "model"),
         ("encode", "LATENT", "sampler", "latent_image"),
@@ -314,7 +316,7 @@ def _diffusion_tail(controlnet: bool) -> tuple[list[NodeSpec], list[tuple[str, s
             ("positive", "CONDITIONING", "apply_controlnet", "positive"),
             ("negative", "CONDITIONING", "apply_controlnet", "negative"),
             ("controlnet", "CONTROL_NET", "apply_controlnet", "control_net"),
-            ("apply", "image", "apply_controlnet", "image"),
+            ("train", "result", "apply_controlnet", "image"),
             ("checkpoint", "VAE", "apply_controlnet", "vae"),
             ("apply_controlnet", "positive", "sampler", "positive"),
             ("apply_controlnet", "negative", "sampler", "negative"),
@@ -331,17 +333,20 @@ def diffusion_workflow(controlnet: bool) -> WorkflowSpec:
     core, core_links = _splice_core()
     tail, tail_links = _diffusion_tail(controlnet)
     if controlnet:
-        how = """**This graph: Splice, then diffusion guided by a Tile ControlNet.** The Splice output is
+        headline = ("Restyles one image, then SD 1.5 adds detail guided by a Tile ControlNet. Change "
+                    "first: the two images and the prompt.")
+        how = """**This graph: Splice, then diffusion guided by a Tile ControlNet.** The Splice result is
 both the img2img start (denoise 0.75) and the control image of the SD 1.5 *tile* ControlNet
 (`control_v11f1e_sd15_tile_fp16.safetensors` in `models/controlnet/`), which holds the layout
 and colours while the sampler adds detail. Lower *strength* or raise *denoise* for more freedom."""
     else:
-        how = """**This graph: Splice, then img2img.** The Splice output is encoded with the checkpoint's
+        headline = "Restyles one image, then SD 1.5 img2img adds detail. Change first: the two images and the prompt."
+        how = """**This graph: Splice, then img2img.** The Splice result is encoded with the checkpoint's
 VAE and re-sampled at denoise 0.5: Splice decides the layout and colours, diffusion adds detail
 and texture. Pick any SD 1.5 checkpoint in *Load Checkpoint* (the default is
 `v1-5-pruned-emaonly-fp16.safetensors`); raise denoise for more change."""
-    nodes = [_note(SPLICE_NOTE + "\n\n" + how, 640)] + core + tail
-    splice_members = ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train", "apply",
+    nodes = [_note(headline, how, 820)] + core + tail
+    splice_members = ["structure", "appearance", "dino", "structure_loss", "appearance_loss", "train",
                       "splice_preview"]
     diffusion_members = ["checkpoint", "positive", "negative", "encode", "sampler", "decode", "save"]
     if controlnet:
@@ -351,15 +356,14 @@ and texture. Pick any SD 1.5 checkpoint in *Load Checkpoint* (the default is
                         diffusion_members, "#3f789e")]
     return WorkflowSpec(
         "splice_then_controlnet_tile" if controlnet else "splice_then_img2img",
-        ("Splice, then SD 1.5 img2img guided by a Tile ControlNet fed with the Splice output."
-         if controlnet else "Splice, then SD 1.5 img2img at denoise 0.5 on the Splice output."),
+        "Splice - then SD 1.5 Tile ControlNet" if controlnet else "Splice - then SD 1.5 img2img",
+        ("Splice, then SD 1.5 img2img guided by a Tile ControlNet fed with the Splice result."
+         if controlnet else "Splice, then SD 1.5 img2img at denoise 0.5 on the Splice result."),
         nodes, core_links + tail_links, groups, needs_checkpoint=True,
         expect_images=["splice_preview"])
 
 
-REGION_NOTE = """
-
-**This graph: change the look of the object, keep the background.** *DINO Co-segmentation* finds
+REGION_NOTE = """**This graph: change the look of the object, keep the background.** *DINO Co-segmentation* finds
 the object that A and B share (here a house) and returns a mask for each: A's from *masks*, B's
 from *more_masks* (B goes into *more_images*, so it may have another size).
 *Train Generator* takes the look from B's object only: its *appearance_mask* crops B to the
@@ -377,7 +381,9 @@ def region_workflow() -> WorkflowSpec:
     structure.title = "A: the object to restyle, on the background to keep"
     appearance.widgets = {"image": make_examples.OBJECT_APPEARANCE}
     appearance.title = "B: the object whose look to take"
-    nodes = [_note(SPLICE_NOTE + REGION_NOTE, 640)] + nodes + [
+    nodes = [_note(
+        "Restyles one object and keeps the background. Change first: image A (the object to "
+        "restyle) and image B (the look).", REGION_NOTE, 900)] + nodes + [
         NodeSpec("cosegment", "SpliceDinoCosegmentation", (X_DINO, 420),
                  {"seed": 0, "control_after_generate": "fixed"}, size=(320, 430)),
         NodeSpec("mask_a", "MaskToImage", (X_TRAIN, 780), {}, size=(220, 26)),
@@ -411,7 +417,7 @@ def region_workflow() -> WorkflowSpec:
         GroupSpec("Train on B's object, change A's", ["train", "apply", "save"], "#b58b2a"),
     ]
     return WorkflowSpec(
-        "splice_region_object",
+        "splice_region_object", "Splice - restyle one object, keep the background",
         "Region-aware Splice: co-segment the object in A and B, take the look from B's object only and "
         "change A only inside its object mask; the background of A stays as it is.",
         nodes, links, groups,
