@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import logging
 import platform
@@ -170,16 +171,20 @@ class Report:
             log.warning("%s: skipped (budget spent)", item)
             return
         log.info("%s (%.0f s of budget left)", item, left)
+        failed = False
         try:
             measure()
         except Exception as error:  # noqa: BLE001 - any failure is a result to record; the rest go on
+            failed = True
             log.exception("%s failed", item)
             for name in names:
                 self.add(name, {"item": item, "status": "failed",
                                 "error": f"{type(error).__name__}: {error}",
                                 "traceback": traceback.format_exc(limit=8)})
-            if self.device.startswith("cuda"):
-                torch.cuda.empty_cache()
+        if failed and self.device.startswith("cuda"):
+            # after the except block: the traceback no longer holds the failed item's tensors
+            gc.collect()
+            torch.cuda.empty_cache()
 
     def finish(self) -> None:
         """Each section's status: ok, partial, failed, skipped (or empty when not asked for)."""
@@ -211,24 +216,10 @@ def _cuda_peak(device: str) -> int | None:
 # -- training and memory ----------------------------------------------------------------------
 
 
-def _tensor_peak(trainer: Any) -> int:
-    """Peak tensor bytes of one step (TensorPeakTracker: the CPU's stand-in for the allocator's
-    peak), weights, images and optimiser state counted as bench/bench_memory.py does."""
-    from comfy_splice.measure import TensorPeakTracker
-
-    tracker = TensorPeakTracker()
-    tracker.add(list(trainer.backbone.parameters()) + list(trainer.generator.parameters()))
-    tracker.add([trainer.structure_image, trainer.appearance_image])
-    for state in trainer.optimizer.state.values():
-        tracker.add(v for v in state.values() if isinstance(v, torch.Tensor))
-    with tracker:
-        trainer.step()
-    return int(tracker.peak)
-
-
 def measure_training(report: Report, profile: Profile, model: str, size: str, hw: tuple[int, int],
                      dtype: str, backbone: DinoBackbone) -> None:
     """One (model, pair size, dtype): regular and full-image step times, peaks and estimates."""
+    from bench.bench_memory import tracked_step
     from comfy_splice.memory import estimate_training_peak, vit_shape
     from comfy_splice.run import TrainConfig
     from comfy_splice.train import SpliceTrainer
@@ -255,7 +246,7 @@ def measure_training(report: Report, profile: Profile, model: str, size: str, hw
     if not device.startswith("cuda") and profile.cpu_tensor_peaks:
         for _ in range(2):  # one more step of each kind, under the tracker (slower: not timed)
             kind = "full" if trainer.step_index % 2 == 0 else "regular"
-            peaks[kind] = max(peaks[kind] or 0, _tensor_peak(trainer))
+            peaks[kind] = max(peaks[kind] or 0, tracked_step(trainer))
     trainer.flush_logs()  # one sync; raises when a loss went non-finite
     every = TrainConfig().full_image_every
     n_full = len(range(0, PAPER_STEPS, every))
