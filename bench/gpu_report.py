@@ -101,7 +101,7 @@ FULL = Profile(
 )
 
 TINY = Profile(
-    training=(("tiny", "tiny", (40, 56)),),
+    training=(("tiny", "56x40", (40, 56)),),
     dtypes=("bf16", "fp32"), warmup_steps=1, timed_pairs=1,
     apply_sizes=(("tiny 1080p stand-in", (36, 64)), ("tiny 4K stand-in", (40, 72))),
     apply_repeats=1, band_bytes=1 << 20,
