@@ -41,6 +41,7 @@ import argparse
 import json
 import subprocess
 import sys
+from typing import Any
 
 from bench import _common
 
@@ -70,12 +71,28 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def tracked_step(trainer: Any) -> int:
+    """Run one ``trainer.step()`` and return its peak of tensor bytes (TensorPeakTracker), counting
+    what exists before the step too: both networks' weights, the images and Adam's state."""
+    import torch
+
+    from comfy_splice.measure import TensorPeakTracker
+
+    tracker = TensorPeakTracker()
+    tracker.add(list(trainer.backbone.parameters()) + list(trainer.generator.parameters()))
+    tracker.add([trainer.structure_image, trainer.appearance_image])
+    for state in trainer.optimizer.state.values():
+        tracker.add(v for v in state.values() if isinstance(v, torch.Tensor))
+    with tracker:
+        trainer.step()
+    return int(tracker.peak)
+
+
 def _measure(model: str, size: str, regular_steps: int) -> dict[str, float]:
     """One configuration, in this process."""
     import torch
 
     from comfy_splice.dino.fixtures import build_backbone
-    from comfy_splice.measure import TensorPeakTracker
     from comfy_splice.memory import estimate_training_peak, vit_shape
     from comfy_splice.run import TrainConfig
     from comfy_splice.train import SpliceTrainer
@@ -90,15 +107,8 @@ def _measure(model: str, size: str, regular_steps: int) -> dict[str, float]:
     trainer = SpliceTrainer(backbone, structure, appearance, TrainConfig(full_image_every=2), "cpu")
     result: dict[str, float] = {"rss_model_mib": rss_before}
     for kind in ["step0"] + ["regular", "full"] * max(1, regular_steps):
-        tracker = TensorPeakTracker()
-        tracker.add(list(trainer.backbone.parameters()) + list(trainer.generator.parameters()))
-        tracker.add([trainer.structure_image, trainer.appearance_image])
-        for state in trainer.optimizer.state.values():
-            tracker.add(v for v in state.values() if isinstance(v, torch.Tensor))
-        with tracker:
-            trainer.step()
         result[f"tensors_{kind}_mib"] = max(result.get(f"tensors_{kind}_mib", 0.0),
-                                            tracker.peak / 2**20)
+                                            tracked_step(trainer) / 2**20)
     trainer.flush_logs()
     vit = vit_shape(backbone)
     result["estimate_mib"] = estimate_training_peak((height, width), (height, width), vit) / 2**20

@@ -22,7 +22,8 @@ SAVE_GENERATOR, SAVE_RESULT = "11", "12"
 
 
 @pytest.fixture(scope="module")
-def cacheless(comfy_server_factory: Callable[..., ComfyServer], tiny_dino_file: Path) -> tuple[ComfyServer, dict[str, str]]:
+def cacheless(comfy_server_factory: Callable[..., ComfyServer],
+              tiny_dino_file: Path) -> tuple[ComfyServer, dict[str, str]]:
     server = comfy_server_factory("--cache-none", name="cache-none")
     shutil.copy(tiny_dino_file, server.models_dir / TINY)
     files = {"structure": server.upload_image(sample_picture(STRUCTURE_SIZE, 1), name="splice_structure.png"),

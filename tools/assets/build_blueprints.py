@@ -118,8 +118,9 @@ def build(spec: BlueprintSpec) -> dict[str, Any]:
     by_id = {node["id"]: node for node in workflow["nodes"]}
     nodes = {ids[key]: copy.deepcopy(by_id[ids[key]]) for key in spec.members}
     inside = set(nodes)
-    links = [{"id": l[0], "origin_id": l[1], "origin_slot": l[2], "target_id": l[3], "target_slot": l[4],
-              "type": l[5]} for l in workflow["links"] if l[1] in inside and l[3] in inside]
+    links = [{"id": link[0], "origin_id": link[1], "origin_slot": link[2], "target_id": link[3],
+              "target_slot": link[4], "type": link[5]}
+             for link in workflow["links"] if link[1] in inside and link[3] in inside]
     kept = {link["id"] for link in links}
     for node in nodes.values():  # links to nodes left outside are dropped
         for slot in node.get("inputs", []):
@@ -128,7 +129,7 @@ def build(spec: BlueprintSpec) -> dict[str, Any]:
         for slot in node.get("outputs", []):
             if slot.get("links"):
                 slot["links"] = [i for i in slot["links"] if i in kept] or None
-    next_link = max([l[0] for l in workflow["links"]] + [0]) + 1
+    next_link = max([link[0] for link in workflow["links"]] + [0]) + 1
     inputs, outputs = [], []
     for index, socket in enumerate(spec.inputs):
         node = nodes[ids[socket.node]]

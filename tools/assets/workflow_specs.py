@@ -181,7 +181,8 @@ def _note(headline: str, text: str, height: float) -> NodeSpec:
 def basic_workflow() -> WorkflowSpec:
     nodes, links = _splice_core()
     nodes = [_note(
-        "Restyles one image with the look of another. Change first: the two images.", """**This graph:** *Train Generator* learns the pair and its *result* (the structure image
+        "Restyles one image with the look of another. Change first: the two images.",
+        """**This graph:** *Train Generator* learns the pair and its *result* (the structure image
 restyled) is saved, *Plot Loss Graph* draws the loss curve, and *Visualize Structure* shows
 what the structure loss compares (the main components of DINO's key self-similarity).""", 700)] + nodes + [
         NodeSpec("save", "SaveImage", (X_APPLY, 0), {"filename_prefix": "splice/result"}, size=(420, 400)),
@@ -223,7 +224,8 @@ def video_workflow() -> WorkflowSpec:
     links = [link for link in links if link[0] != "structure"]
     nodes = [_note(
         "Restyles every frame of a video clip with one look. Change first: the video and the "
-        "appearance image.", """**This graph: one generator for a whole shot.** *Select Keyframes* takes every Nth frame of the
+        "appearance image.",
+        """**This graph: one generator for a whole shot.** *Select Keyframes* takes every Nth frame of the
 video (set N so the keyframes show everything that enters the shot); *Train Generator* trains
 once on all of them (one keyframe per step: a step costs what one image costs);
 *Splice Output* applies the generator to every frame, and *Create Video* writes them with the clip's frame rate
