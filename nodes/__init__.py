@@ -12,6 +12,7 @@ from .api import ComfyExtension, io
 from .apply import SpliceApply
 from .descriptors import NODES as DESCRIPTOR_NODES
 from .dino import SpliceLoadDINO
+from .dino_download import add_routes as add_download_routes
 from .examples import install_example_inputs
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .keyframes import SpliceSelectKeyframes
@@ -39,9 +40,10 @@ NODES: tuple[type[io.ComfyNode], ...] = (
 
 def node_list() -> list[type[io.ComfyNode]]:
     """The pack's nodes, after registering its model folders (their schemas list those folders)
-    and the Stop and keep route (when a ComfyUI server is running)."""
+    the Stop and keep route and the DINO download routes (when a ComfyUI server is running)."""
     register_folders()
     add_routes()
+    add_download_routes()
     return list(NODES)
 
 

@@ -9,7 +9,7 @@ from ..comfy_splice.descriptors import DescriptorConfig, estimate_bytes
 from ..comfy_splice.metrics import splice_scores
 from ..comfy_splice.visualize import self_similarity_pca
 from . import comfy_runtime as rt, names
-from .api import CATEGORY, io, ui
+from .api import CATEGORY, advanced, io, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
@@ -47,9 +47,9 @@ class SpliceVisualizeStructure(io.ComfyNode):
                 SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}'."),
                 io.Image.Input("image",
                                tooltip="Image(s) to visualise; each image of a batch separately."),
-                io.Int.Input(
+                advanced(io.Int.Input(
                     "block", default=-1, min=BLOCK_MIN, max=BLOCK_MAX,
-                    tooltip="Transformer block whose keys are shown (-1 = last, as the structure loss)."),
+                    tooltip="Transformer block whose keys are shown (-1 = last, as the structure loss).")),
             ],
             outputs=[
                 io.Image.Output("visualization", display_name="visualization",
@@ -104,7 +104,7 @@ class SpliceMetrics(io.ComfyNode):
             ],
             outputs=[
                 io.String.Output("report", display_name="report",
-                                 tooltip="Both numbers as text (also shown in the node's output)."),
+                                 tooltip="Both numbers as text (also shown on the node after the run)."),
                 io.Float.Output("structure_distance", display_name="structure_distance",
                                 tooltip="Mean structure distance over the batch (lower is better)."),
                 io.Float.Output("dino_i", display_name="dino_i",
@@ -144,5 +144,4 @@ class SpliceMetrics(io.ComfyNode):
             lines += [f"  {i}: structure distance {d:.5f}, DINO-I {s:.4f}"
                       for i, (d, s) in enumerate(zip(distances.tolist(), similarities.tolist()))]
         report = "\n".join(lines)
-        rt.show_text(report)  # on the node itself, not only in the output's text
         return io.NodeOutput(report, mean_distance, mean_similarity, ui=ui.PreviewText(report))

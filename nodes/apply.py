@@ -11,7 +11,7 @@ from ..comfy_splice.apply import run_apply
 from ..comfy_splice.regions import composite_into, region_masks
 
 from . import comfy_runtime as rt, names
-from .api import CATEGORY, io
+from .api import CATEGORY, SearchAliases, io, schema
 from .errors import readable_errors
 from .regions import FEATHER_LIMIT_TIP, fitted_feather, mask_input
 from .types import SpliceGenerator, check_generator
@@ -19,12 +19,15 @@ from .types import SpliceGenerator, check_generator
 log = logging.getLogger(__name__)
 
 
-class SpliceApply(io.ComfyNode):
+class SpliceApply(SearchAliases, io.ComfyNode):
     """G(images) at the input resolution; per-image normalisation makes batching exact."""
+
+    SEARCH_ALIASES = ("style transfer", "restyle", "appearance transfer", "apply generator", "splice")
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
+            search_aliases=cls.SEARCH_ALIASES,
             node_id="SpliceApply",
             display_name=names.APPLY,
             category=CATEGORY,

@@ -18,7 +18,7 @@ from ..comfy_splice.cosegment import correspondences, cosegment, part_cosegment,
 from ..comfy_splice.descriptors import DescriptorConfig, check_config, estimate_bytes
 from ..comfy_splice.dino.vit import FACETS
 from . import comfy_runtime as rt, names
-from .api import CATEGORY as SPLICE_CATEGORY, io, ui
+from .api import CATEGORY as SPLICE_CATEGORY, SearchAliases, advanced, io, schema, ui
 from .errors import readable_errors
 from .losses import BLOCK_MAX, BLOCK_MIN
 from .types import DinoHandle, SpliceDino, check_block, check_dino
@@ -40,12 +40,14 @@ def _descriptor_inputs(block: int, bin_default: bool) -> list[Any]:
                      tooltip="Each image is resized so its short side is this many pixels before DINO "
                              "(the paper uses 224). Larger finds finer detail but costs memory "
                              "quadratically; lower it if the node reports too little memory."),
-        io.Int.Input("block", default=block, min=BLOCK_MIN, max=BLOCK_MAX,
-                     tooltip="Transformer block the descriptors come from: -1 = last. Deep blocks are "
-                             "semantic (object parts), early ones positional/low-level."),
-        io.Combo.Input("facet", options=list(FACETS), default="key",
-                       tooltip="Which part of the block describes a token: the attention key (the "
-                               "paper's choice), query, value, or the block's output token."),
+        advanced(io.Int.Input("block", default=block, min=BLOCK_MIN, max=BLOCK_MAX,
+                              tooltip="Transformer block the descriptors come from: -1 = last. Deep "
+                                      "blocks are semantic (object parts), early ones "
+                                      "positional/low-level.")),
+        advanced(io.Combo.Input("facet", options=list(FACETS), default="key",
+                                tooltip="Which part of the block describes a token: the attention key "
+                                        "(the paper's choice), query, value, or the block's output "
+                                        "token.")),
         io.Int.Input("stride", default=4, min=1, max=32,
                      tooltip="Patch-embedding stride: below the patch size gives a denser grid (4 on a "
                              "patch-8 ViT: 4x the tokens). Must divide the patch size and not exceed "
@@ -97,12 +99,15 @@ def _run(handle: DinoHandle) -> tuple[torch.device, Any]:
     return device, rt.backbone_for(handle.backbone, device, for_training=False)
 
 
-class SpliceDinoCosegmentation(io.ComfyNode):
+class SpliceDinoCosegmentation(SearchAliases, io.ComfyNode):
     """Masks of the object the images have in common (unsupervised, no text prompt)."""
+
+    SEARCH_ALIASES = ("segment", "co-segmentation", "object mask", "common object", "match")
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
+            search_aliases=cls.SEARCH_ALIASES,
             node_id="SpliceDinoCosegmentation",
             display_name=names.COSEGMENT,
             category=CATEGORY,
@@ -118,25 +123,26 @@ class SpliceDinoCosegmentation(io.ComfyNode):
                 io.Image.Input("images", tooltip="At least 2 images showing the same kind of object; one mask "
                                                  "per image comes out."),
                 *_descriptor_inputs(-1, False),
-                io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
-                               tooltip="Elbow rule: add clusters until one more improves the fit by less "
-                                       "than 1 - elbow. Lower = fewer, coarser clusters."),
-                io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
-                               tooltip="An image votes a cluster foreground when DINO's attention over it "
-                                       "averages above this (attention is scaled to 0..1 per image)."),
-                io.Int.Input("votes_percentage", default=75, min=1, max=100,
-                             tooltip="A cluster is foreground when at least this % of the images vote for it."),
-                io.Int.Input("sample_interval", default=100, min=1, max=10000,
-                             tooltip="k-means is fitted on every n-th descriptor (all are then assigned). "
-                                     "Lower it for few or small images."),
-                io.Boolean.Input("low_res_saliency", default=True,
-                                 tooltip="Compute the attention at half size and the model's own stride "
-                                         "(as the paper's code; far less memory)."),
+                advanced(io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
+                                        tooltip="Elbow rule: add clusters until one more improves the fit by less "
+                                                "than 1 - elbow. Lower = fewer, coarser clusters.")),
+                advanced(io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
+                                        tooltip="An image votes a cluster foreground when DINO's attention over it "
+                                                "averages above this (attention is scaled to 0..1 per image).")),
+                advanced(io.Int.Input("votes_percentage", default=75, min=1, max=100,
+                                      tooltip="A cluster is foreground when at least this % of the images "
+                                              "vote for it.")),
+                advanced(io.Int.Input("sample_interval", default=100, min=1, max=10000,
+                                      tooltip="k-means is fitted on every n-th descriptor (all are then assigned). "
+                                              "Lower it for few or small images.")),
+                advanced(io.Boolean.Input("low_res_saliency", default=True,
+                                          tooltip="Compute the attention at half size and the model's own stride "
+                                                  "(as the paper's code; far less memory).")),
                 io.Boolean.Input("remove_outliers", default=False,
                                  tooltip="Leave out images whose global DINO descriptor is far from the "
                                          "others' mean; they get an empty mask."),
-                io.Float.Input("outliers_thresh", default=0.7, min=-1.0, max=1.0, step=0.01,
-                               tooltip="Cosine similarity to the mean below which an image is an outlier."),
+                advanced(io.Float.Input("outliers_thresh", default=0.7, min=-1.0, max=1.0, step=0.01,
+                                        tooltip="Cosine similarity to the mean below which an image is an outlier.")),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of k-means: the same seed gives the same masks."),
                 io.Image.Input("more_images", optional=True,
@@ -180,15 +186,18 @@ class SpliceDinoCosegmentation(io.ComfyNode):
                 more_masks = torch.stack(result.masks[len(first):]).cpu()
             else:
                 more_masks = torch.zeros((0, *masks.shape[1:]))
-        return io.NodeOutput(masks, more_masks)
+        return io.NodeOutput(masks, more_masks, ui=ui.PreviewText(cosegment_summary(result)))
 
 
-class SpliceDinoPartCosegmentation(io.ComfyNode):
+class SpliceDinoPartCosegmentation(SearchAliases, io.ComfyNode):
     """Parts common to a set of images, in the same colours in every image."""
+
+    SEARCH_ALIASES = ("segment", "part segmentation", "parts", "co-segmentation", "match")
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
+            search_aliases=cls.SEARCH_ALIASES,
             node_id="SpliceDinoPartCosegmentation",
             display_name=names.PARTS,
             category=CATEGORY,
@@ -206,18 +215,19 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
                              tooltip="Which part the 'mask' output holds: 0 = the largest part, 1 the next "
                                      "...; -1 = all parts (the whole object)."),
                 *_descriptor_inputs(-1, False),
-                io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
-                               tooltip="Elbow rule of the first (object/background) clustering."),
-                io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
-                               tooltip="Attention threshold of the foreground vote (0..1 per image)."),
-                io.Int.Input("votes_percentage", default=75, min=1, max=100,
-                             tooltip="A cluster is foreground when at least this % of the images vote for it."),
-                io.Int.Input("sample_interval", default=100, min=1, max=10000,
-                             tooltip="k-means is fitted on every n-th descriptor; lower it for few or "
-                                     "small images."),
-                io.Boolean.Input("low_res_saliency", default=True,
-                                 tooltip="Compute the attention at half size and the model's own "
-                                         "stride (less memory)."),
+                advanced(io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
+                                        tooltip="Elbow rule of the first (object/background) clustering.")),
+                advanced(io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
+                                        tooltip="Attention threshold of the foreground vote (0..1 per image).")),
+                advanced(io.Int.Input("votes_percentage", default=75, min=1, max=100,
+                                      tooltip="A cluster is foreground when at least this % of the images "
+                                              "vote for it.")),
+                advanced(io.Int.Input("sample_interval", default=100, min=1, max=10000,
+                                      tooltip="k-means is fitted on every n-th descriptor; lower it for few or "
+                                              "small images.")),
+                advanced(io.Boolean.Input("low_res_saliency", default=True,
+                                          tooltip="Compute the attention at half size and the model's own "
+                                                  "stride (less memory).")),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of k-means: the same seed gives the same parts."),
             ],
@@ -258,7 +268,27 @@ class SpliceDinoPartCosegmentation(io.ComfyNode):
         colours = torch.tensor(PALETTE[:num_parts] + ((0, 0, 0),), dtype=torch.float32) / 255.0
         picture = colours[labels]
         mask = (labels < num_parts) if part < 0 else (labels == part)
-        return io.NodeOutput(picture, mask.float())
+        return io.NodeOutput(picture, mask.float(), ui=ui.PreviewText(parts_summary(labels, num_parts)))
+
+
+def _percent(mask: Tensor) -> str:
+    return f"{100.0 * float(mask.float().mean()):.0f}%"
+
+
+def cosegment_summary(result: Any) -> str:
+    """The node's result text: clusters found and how much of each image the object covers."""
+    outliers = sum(1 for inlier in result.inliers if not inlier)
+    lines = [f"{result.k} clusters (elbow rule); object found in "
+             f"{sum(1 for m in result.masks if float(m.max()) > 0)} of {len(result.masks)} images"
+             + (f", {outliers} left out as outliers" if outliers else "")]
+    lines += [f"  image {i}: object covers {_percent(mask)}" for i, mask in enumerate(result.masks)]
+    return "\n".join(lines)
+
+
+def parts_summary(labels: Tensor, num_parts: int) -> str:
+    """The node's result text: how much of the images each part (and the object) covers."""
+    covered = [f"part {p}: {_percent(labels == p)}" for p in range(num_parts)]
+    return f"object: {_percent(labels < num_parts)} of the pixels; " + ", ".join(covered)
 
 
 def draw_matches(image_a: Tensor, image_b: Tensor, points_a: Tensor, points_b: Tensor) -> Tensor:
@@ -286,12 +316,15 @@ def draw_matches(image_a: Tensor, image_b: Tensor, points_a: Tensor, points_b: T
     return array.reshape(canvas.height, canvas.width, 3).permute(2, 0, 1)[None].float() / 255.0
 
 
-class SpliceDinoCorrespondences(io.ComfyNode):
+class SpliceDinoCorrespondences(SearchAliases, io.ComfyNode):
     """Point matches between two images of similar objects (even of different kinds)."""
+
+    SEARCH_ALIASES = ("match", "matching", "correspondence", "keypoints", "point matches")
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
+            search_aliases=cls.SEARCH_ALIASES,
             node_id="SpliceDinoCorrespondences",
             display_name=names.CORRESPONDENCES,
             category=CATEGORY,
@@ -307,9 +340,9 @@ class SpliceDinoCorrespondences(io.ComfyNode):
                 io.Int.Input("num_pairs", default=10, min=1, max=100,
                              tooltip="How many matches to return at most (fewer if fewer are found)."),
                 *_descriptor_inputs(9, True),
-                io.Float.Input("thresh", default=0.05, min=0.0, max=1.0, step=0.005,
-                               tooltip="Only tokens whose DINO attention (0..1 per image) exceeds this are "
-                                       "matched: keeps matches on the object."),
+                advanced(io.Float.Input("thresh", default=0.05, min=0.0, max=1.0, step=0.005,
+                                        tooltip="Only tokens whose DINO attention (0..1 per image) exceeds this are "
+                                                "matched: keeps matches on the object.")),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of the k-means that spreads the matches."),
             ],
@@ -342,12 +375,15 @@ class SpliceDinoCorrespondences(io.ComfyNode):
         return io.NodeOutput(rt.image_to_comfy(picture), points, ui=ui.PreviewText(text))
 
 
-class SpliceDinoFeaturesPCA(io.ComfyNode):
+class SpliceDinoFeaturesPCA(SearchAliases, io.ComfyNode):
     """DINO descriptors as colours: what a block 'sees' (positional early, semantic late)."""
+
+    SEARCH_ALIASES = ("features", "visualize", "pca", "dino descriptors", "segment")
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
+            search_aliases=cls.SEARCH_ALIASES,
             node_id="SpliceDinoFeaturesPCA",
             display_name=names.PCA,
             category=CATEGORY,

@@ -37,12 +37,12 @@ class SpliceLoadDINO(io.ComfyNode):
                     "model_name", options=paths.dino_options(), default=paths.DEFAULT_DINO_FILE,
                     tooltip=(
                         "DINO weights in models/splice_dino (or a folder configured as "
-                        "'splice_dino' in extra_model_paths.yaml). The four official DINO v1 "
-                        "models are always listed, each under two names: the Hugging Face "
-                        "safetensors (vit_*.dino.safetensors) and the official .pth; a missing one "
-                        "is downloaded only when download_if_missing is on. ViT-B/8 (vit_base_"
-                        "patch8_224.dino) is the paper's model; ViT-S and /16 are faster and "
-                        "coarser.")),
+                        "'splice_dino' in extra_model_paths.yaml): the files on disk (the four "
+                        "official models' names while the folder is empty). A workflow's file that "
+                        "is not on disk is flagged, and the node shows a 'Download ... into "
+                        "models/splice_dino' button for the official models (or turn on "
+                        "download_if_missing). ViT-B/8 (vit_base_patch8_224.dino) is the paper's "
+                        "model; ViT-S and /16 are faster and coarser.")),
                 io.Boolean.Input(
                     "download_if_missing", default=False,
                     tooltip=(
@@ -57,6 +57,14 @@ class SpliceLoadDINO(io.ComfyNode):
                     tooltip="The DINO-ViT, for the Structure/Appearance Loss and analysis nodes."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, model_name: str) -> bool:
+        """Accept any name before the run: an official file that is not on disk is absent from
+        the list by design (so frontends flag it), and must still reach ``execute``, which
+        downloads it (download_if_missing) or says exactly what to do. Naming ``model_name``
+        here also turns off ComfyUI's "Value not in list" check for this input only."""
+        return True
 
     @classmethod
     def fingerprint_inputs(cls, model_name: str, download_if_missing: bool = False, **_: object) -> str:
@@ -85,8 +93,9 @@ def _fetch_missing(model_name: str, download: bool) -> str:
             f"({', '.join(folders)}). Put it back there, or pick another file.")
     if not download:
         raise WeightsError(
-            f"{missing_weights_message(model_name, folder)} To let this node download it, turn on "
-            f"'download_if_missing'.")
+            f"{missing_weights_message(model_name, folder)} To get it without leaving ComfyUI, press "
+            f"the node's 'Download {model_name} into models/splice_dino' button, or turn on "
+            f"'download_if_missing' and queue again.")
     log.info("Splice: downloading %s into %s", download_url(official_model(model_name)), folder)
     return str(download_weights(model_name, folder, progress=rt.ByteProgress(),
                                 cancel=rt.check_interrupt))

@@ -19,7 +19,7 @@ from comfy.cli_args import args
 
 from ..comfy_splice.checkpoint import load_generator, save_generator
 from ..comfy_splice.validation import NAME_MAX_BYTES, PATH_MAX_BYTES, check_file_name
-from . import comfy_runtime as rt, names, paths
+from . import names, paths
 from .api import CATEGORY, io
 from .errors import check_choice, readable_errors
 from .types import SpliceGenerator, check_generator
@@ -117,7 +117,6 @@ class SpliceSaveGenerator(io.ComfyNode):
         log.info("Splice: saved generator to %s", path)
         listed = f"{subfolder}/{file_name}" if subfolder else file_name
         text = f"Saved {path}\n'{names.LOAD_GENERATOR}' lists it as {listed}"
-        rt.show_text(text)
         return io.NodeOutput(ui={
             "text": [text],
             "splice_generators": [{"filename": file_name, "subfolder": subfolder,

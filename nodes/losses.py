@@ -7,7 +7,7 @@ leave the appearance image unchanged) and its weight is a widget of Train Genera
 from __future__ import annotations
 
 from . import names
-from .api import CATEGORY, io
+from .api import CATEGORY, advanced, io
 from .errors import check_finite, readable_errors
 from .types import DinoHandle, LossKind, LossSpec, SpliceDino, SpliceLoss, check_block, check_dino
 
@@ -16,11 +16,11 @@ BLOCK_MIN, BLOCK_MAX = -64, 63
 
 
 def _block_input(what: str) -> io.Int.Input:
-    return io.Int.Input(
+    return advanced(io.Int.Input(
         "block", default=-1, min=BLOCK_MIN, max=BLOCK_MAX,
         tooltip=(f"Transformer block whose {what} are used: -1 = the last block (the paper's "
                  "choice), -2 the one before, or 0..depth-1 counted from the input. Earlier blocks "
-                 "keep more low-level detail."))
+                 "keep more low-level detail.")))
 
 
 def _make(kind: LossKind, dino: DinoHandle, weight: float, block: int) -> LossSpec:

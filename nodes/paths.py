@@ -68,11 +68,23 @@ def generator_folders() -> list[str]:
     return folder_paths.get_folder_paths(GENERATOR_FOLDER)
 
 
-def dino_options() -> list[str]:
-    """Weight files on disk plus both names of the four official DINO v1 models."""
+def dino_files() -> list[str]:
+    """DINO weight files on disk, in every splice_dino folder."""
     register_folders()
-    files = folder_paths.get_filename_list(DINO_FOLDER)
-    return sorted(set(files) | set(OFFICIAL_FILE_NAMES))
+    return list(folder_paths.get_filename_list(DINO_FOLDER))
+
+
+def dino_options() -> list[str]:
+    """Load DINO-ViT's list: the weight files on disk only, so that a workflow naming an absent
+    file has a value outside the list, which newer frontends flag as a missing model (with the
+    workflow's download link). With nothing on disk at all, the hub names of the four official
+    models instead, so a new node still offers a choice (the node's download button, see
+    ``web/splice.js``, then fetches it); the pack's own warning covers that case on every
+    frontend."""
+    files = dino_files()
+    if files:
+        return sorted(files)
+    return sorted(name for name in OFFICIAL_FILE_NAMES if name.endswith(".safetensors"))
 
 
 def generator_options() -> list[str]:

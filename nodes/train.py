@@ -29,7 +29,7 @@ from ..comfy_splice.run import (DTYPES, MIN_IMAGE_SIDE, TrainConfig, TrainedGene
                                 check_steps, training_size)
 from ..comfy_splice.train import train_generator
 from . import comfy_runtime as rt, names, stop
-from .api import CATEGORY, io
+from .api import CATEGORY, SearchAliases, advanced, io, schema, ui
 from .autosave import SUBFOLDER, Autosaver
 from .errors import check_choice, check_finite, readable_errors
 from .regions import mask_input
@@ -104,12 +104,29 @@ def _loss_map(trained: TrainedGenerator) -> dict[str, list[float]]:
     return history
 
 
-class SpliceTrainGenerator(io.ComfyNode):
+def result_summary(trained: TrainedGenerator, steps: int) -> str:
+    """What stays on the node after the run (its ``ui`` text): steps done and the last losses.
+
+    The live loss is progress text, which newer frontends clear when the run ends."""
+    done = int(trained.steps_done)
+    head = f"{done}/{steps} steps done" + ("" if done >= steps else " (stopped early, generator kept)")
+    last = {name: values[-1] for name, values in trained.history.items() if values}
+    if "loss" not in last:
+        return head
+    terms = ", ".join(f"{name} {float(last[name]):.4g}" for name in ("structure", "appearance", "identity")
+                      if name in last)
+    return f"{head}; last loss {float(last['loss']):.4g}" + (f" ({terms})" if terms else "")
+
+
+class SpliceTrainGenerator(SearchAliases, io.ComfyNode):
     """Trains Splice's generator; outputs it, its loss history and G(structure)."""
+
+    SEARCH_ALIASES = ("style transfer", "restyle", "appearance transfer", "splice", "train")
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        return io.Schema(
+        return schema(
+            search_aliases=cls.SEARCH_ALIASES,
             node_id="SpliceTrainGenerator",
             display_name=names.TRAIN,
             category=CATEGORY,
@@ -141,33 +158,33 @@ class SpliceTrainGenerator(io.ComfyNode):
                 io.Int.Input(
                     "steps", default=2000, min=1, max=MAX_STEPS,
                     tooltip="Optimisation steps (paper: 2000; the reference code's config: 10000)."),
-                io.Float.Input(
+                advanced(io.Float.Input(
                     "learning_rate", default=0.002, min=0.00001, max=1.0, step=0.0001,
-                    tooltip="Adam learning rate, constant (paper: 0.002, betas 0 and 0.99)."),
+                    tooltip="Adam learning rate, constant (paper: 0.002, betas 0 and 0.99).")),
                 io.Int.Input(
                     "seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
                     tooltip=("Seed of the generator's initial weights and of the augmentations. "
-                             "Its 'control after generate' starts at 'fixed' (the pack's web "
+                             "Its 'control after generate' is kept at 'fixed' (the pack's web "
                              "extension sets it), so queueing the same graph again reuses the "
                              "trained generator instead of training again.")),
-                io.Float.Input(
+                advanced(io.Float.Input(
                     "identity_weight", default=1.0, min=0.0, max=1000.0, step=0.01,
                     tooltip=("Weight of the identity term (paper: 1): the generator applied to the "
                              "appearance image must keep its DINO keys (read from the structure "
-                             "loss's block). 0 disables it.")),
-                io.Int.Input(
+                             "loss's block). 0 disables it."))),
+                advanced(io.Int.Input(
                     "full_image_every", default=75, min=0, max=MAX_STEPS,
                     tooltip=("Every this many steps (and at step 0) the generator also runs on the "
                              "whole structure image for two extra loss terms (reference: 75). "
-                             "0 turns this off.")),
-                io.Int.Input(
+                             "0 turns this off."))),
+                advanced(io.Int.Input(
                     "preview_every", default=50, min=0, max=MAX_STEPS,
                     tooltip=("Show the current output on this node every this many steps (and at "
-                             "the end). Each preview costs one generator pass; 0 turns previews off.")),
-                io.Combo.Input(
+                             "the end). Each preview costs one generator pass; 0 turns previews off."))),
+                advanced(io.Combo.Input(
                     "dtype", options=list(DTYPES), default="auto",
                     tooltip=("Precision of the DINO-ViT forward: auto = bf16 on CUDA GPUs, fp32 "
-                             "elsewhere; fp32 is exact and slower. The generator is always fp32.")),
+                             "elsewhere; fp32 is exact and slower. The generator is always fp32."))),
                 SpliceGenerator.Input(
                     "init_generator", optional=True,
                     tooltip=("Optional: a generator to start from. Saved from a run on the same "
@@ -320,4 +337,5 @@ class SpliceTrainGenerator(io.ComfyNode):
             else:
                 result = run_apply(trained.generator, a, device, result_plan,
                                    between_passes=rt.between_passes(device))
-        return io.NodeOutput(trained, _loss_map(trained), rt.image_to_comfy(result))
+        return io.NodeOutput(trained, _loss_map(trained), rt.image_to_comfy(result),
+                             ui=ui.PreviewText(result_summary(trained, config.steps)))

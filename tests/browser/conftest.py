@@ -35,9 +35,12 @@ DINO_NAMES = (build_workflows.DINO_MODEL["name"], build_workflows.DINO_MODEL_PTH
 
 
 @pytest.fixture(scope="session")
-def browser_server(comfy_server_factory: Callable[..., ComfyServer]) -> ComfyServer:
+def browser_server(comfy_server_factory: Callable[..., ComfyServer], hub_stub: Any) -> ComfyServer:
     # No example input is copied here: the pack puts them into the input folder when it loads.
-    server = comfy_server_factory(name="browser-comfyui")
+    # Its DINO downloads go to the session's hub stand-in (read when the server starts).
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_ENDPOINT", hub_stub.endpoint)
+        server = comfy_server_factory(name="browser-comfyui")
     comfy_page.apply_ui_settings(server.url)
     return server
 

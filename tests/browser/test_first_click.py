@@ -80,10 +80,12 @@ def _cached(server: ComfyServer, prompt_id: str) -> list[str]:
 
 
 def _node_text(page: comfy_page.ComfyPage, node_id: int, needle: str) -> str:
-    """The progress text shown on a node, once it contains ``needle``; also checked in the DOM."""
+    """The text shown on a node (progress or result), once it contains ``needle``; also checked in the DOM."""
     text = page.wait_for("""([id, needle]) => {
         const node = window.app.graph.getNodeById(id);
-        const w = (node.widgets || []).find((w) => w.name === '$$node-text-preview');
+        // progress text (the live loss) or the pack's result widget (a node's ui text)
+        const w = (node.widgets || []).find((w) => ['$$node-text-preview', 'splice_result'].includes(w.name)
+                                                    && String(w.value).includes(needle));
         return w && String(w.value).includes(needle) ? String(w.value) : null; }""",
                          arg=[node_id, needle], timeout_s=30, what=f"text {needle!r} on node {node_id}")
     page.wait_for("(needle) => [...document.querySelectorAll('textarea, div')].some((e) => "

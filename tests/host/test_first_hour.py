@@ -104,9 +104,11 @@ def test_the_example_images_run_and_the_nodes_show_their_text(server: ComfyServe
     train = _texts(result, "6")
     assert train and train[-1].startswith("step 3/3: loss "), train
     float(train[-1].split("loss ")[1].split(" ")[0])  # a number
-    (metrics,) = _texts(result, "7")
+    # Results are the nodes' ui text (kept on the node after the run), not progress text.
+    assert _texts(result, "7") == [] and _texts(result, "8") == []
+    (metrics,) = result.outputs["7"]["text"]
     assert "structure distance:" in metrics and "DINO-I:" in metrics
-    (saved,) = _texts(result, "8")
+    (saved,) = result.outputs["8"]["text"]
     path = server.generators_dir / "firsthour" / "gen_00001_.safetensors"
     assert f"Saved {path}" in saved and "firsthour/gen_00001_.safetensors" in saved
 

@@ -112,8 +112,13 @@ def node_schemas() -> dict[str, NodeSchema]:
     schemas: dict[str, NodeSchema] = {}
     for path, module in modules.items():
         for call in ast.walk(module):
-            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-                    and call.func.attr == "Schema"):
+            # io.Schema(...) or nodes.api.schema(...) (the wrapper that adds search aliases);
+            # the wrapper's own io.Schema(**fields) names no node.
+            if not isinstance(call, ast.Call):
+                continue
+            is_schema = ((isinstance(call.func, ast.Attribute) and call.func.attr == "Schema")
+                         or (isinstance(call.func, ast.Name) and call.func.id == "schema"))
+            if not (is_schema and _keyword(call, "node_id") is not None):
                 continue
             where = f"{path.name}:{call.lineno}"
             node_id = _text(_keyword(call, "node_id"), names, where)
