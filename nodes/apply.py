@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..comfy_splice.apply import run_apply
+from ..comfy_splice.budget import plan_output
 from ..comfy_splice.regions import composite_into, region_masks
 
 from . import comfy_runtime as rt, names
@@ -86,7 +87,7 @@ class SpliceApply(SearchAliases, io.ComfyNode):
         # never more than there are frames: one photo with batch_size 4 plans (and, on a GPU,
         # frees memory) for one image, not four
         requested = max(1, min(int(batch_size), int(frames)))
-        plan = rt.plan_output(device, int(height), int(width), requested, names.APPLY)
+        plan = plan_output(rt.device_memory(device), int(height), int(width), requested, names.APPLY)
         progress = rt.Progress(int(frames))
         # The output is assembled in place, in ComfyUI's layout on the CPU: a long clip (1000
         # frames of 1080p are 25 GB) is held once, and the device holds only the current chunk.

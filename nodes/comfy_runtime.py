@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import os
 import time
@@ -32,10 +33,10 @@ import comfy.model_management as mm
 import comfy.utils
 from comfy.cli_args import args
 
-from ..comfy_splice.apply import ApplyPlan, plan_apply
+from ..comfy_splice.budget import Memory
 from ..comfy_splice.dino.vit import DinoBackbone
 from ..comfy_splice.measure import release_heap
-from ..comfy_splice.memory import estimate_apply_peak, overhead_for
+from ..comfy_splice.memory import overhead_for
 from ..comfy_splice.refusal import format_bytes, memory_refusal, mentions_out_of_memory
 from .errors import check_finite_image
 
@@ -214,15 +215,12 @@ def check_fits(device: torch.device, need: int, what: str, advice: str) -> int:
     return free
 
 
-def plan_output(device: torch.device, height: int, width: int, requested: int,
-                label: str) -> ApplyPlan:
-    """The core's plan (``comfy_splice.apply.plan_apply``) for generator passes over
-    ``requested`` images of ``height`` x ``width`` on ``device``, given what is free there."""
-    overhead = overhead_for(device)
-    free = free_memory(device, estimate_apply_peak(height, width, requested, overhead))
-    shared = device.type == "cpu"
-    return plan_apply(height, width, requested, free, free if shared else free_ram(), shared,
-                      where=memory_where(device), overhead=overhead, label=label)
+def device_memory(device: torch.device) -> Memory:
+    """``device``'s memory as the core's plans ask for it (``comfy_splice.budget``): room made by
+    :func:`free_memory` (ComfyUI unloads models, the budget variable caps it), RAM from psutil."""
+    return Memory(free=functools.partial(free_memory, device), ram_free=free_ram,
+                  where=memory_where(device), overhead=overhead_for(device),
+                  shared=device.type == "cpu")
 
 
 def between_passes(device: torch.device) -> Callable[[], None]:

@@ -21,12 +21,12 @@ from functools import partial
 
 from torch import Tensor
 
-from ..comfy_splice.apply import ApplyPlan, run_apply
+from ..comfy_splice.apply import run_apply
+from ..comfy_splice.budget import plan_training
 from ..comfy_splice.losses import AppearanceLoss, IdentityLoss, StructureLoss
-from ..comfy_splice.memory import check_training_fits, estimate_training_peak, overhead_for, vit_shape
+from ..comfy_splice.memory import vit_shape
 from ..comfy_splice.regions import crop_to_mask
-from ..comfy_splice.run import (DTYPES, MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, check_dtype,
-                                check_steps, training_size)
+from ..comfy_splice.run import DTYPES, MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, check_dtype, check_steps
 from ..comfy_splice.train import train_generator
 from . import comfy_runtime as rt, names, stop
 from .api import CATEGORY, SearchAliases, advanced, io, schema, ui
@@ -73,11 +73,6 @@ def _check_pair(structure: Tensor, appearance: Tensor) -> None:
             f"image (its look is transferred). Pick one with 'ImageFromBatch' (batch_index, length 1), "
             f"or train one generator per appearance image. Several structure images are fine: they "
             f"are trained on as keyframes of one shot.")
-
-
-def _train_size(image: Tensor, max_megapixels: float) -> tuple[int, int]:
-    """(height, width) the trainer will use for ``image`` (the core's rule, ``training_size``)."""
-    return training_size(int(image.shape[-2]), int(image.shape[-1]), float(max_megapixels))
 
 
 def _log_every(steps: int) -> int:
@@ -251,7 +246,8 @@ class SpliceTrainGenerator(SearchAliases, io.ComfyNode):
                 appearance_mask: object = None) -> io.NodeOutput:
         s_loss, a_loss = _check_losses(structure_loss, appearance_loss)
         dino = s_loss.dino
-        a = rt.image_to_core(structure, "structure")
+        # an ordinary (non-inference) copy: training backpropagates into it
+        a = rt.image_to_core(structure, "structure", clone=True)
         b = rt.image_to_core(appearance, "appearance")
         _check_pair(a, b)
         if appearance_mask is not None:
@@ -290,19 +286,9 @@ class SpliceTrainGenerator(SearchAliases, io.ComfyNode):
             max_megapixels=float(max_megapixels))
 
         device = rt.torch_device()
-        size_a, size_b = _train_size(a, max_megapixels), _train_size(b, max_megapixels)
-        vit = vit_shape(dino.backbone)
-        full_image = config.full_image_every > 0
-        keyframes, overhead = int(a.shape[0]), overhead_for(device)
-        need = estimate_training_peak(size_a, size_b, vit, full_image, keyframes, overhead)
-        free = rt.free_memory(device, need)
-        check_training_fits(size_a, size_b, vit, free, full_image,
-                            where=rt.memory_where(device), option="max_megapixels",
-                            keyframes=keyframes, overhead=overhead)
         full_hw = (int(a.shape[-2]), int(a.shape[-1]))
-        # The result is G(structure) at full size: plan that pass too (streamed when a large
-        # photo trained with max_megapixels does not fit whole), so a refusal comes before training.
-        result_plan = rt.plan_output(device, *full_hw, 1, names.TRAIN) if size_a != full_hw else ApplyPlan(1)
+        plan = plan_training(full_hw, (int(b.shape[-2]), int(b.shape[-1])), int(a.shape[0]),
+                             vit_shape(dino.backbone), config, rt.device_memory(device), names.TRAIN)
         progress = rt.Progress(config.steps)
         log.info("Splice: training %d steps on %s with %s (structure %d x %dx%d, appearance %dx%d)",
                  config.steps, device, dino.label, a.shape[0], a.shape[-1], a.shape[-2], b.shape[-1],
@@ -316,8 +302,7 @@ class SpliceTrainGenerator(SearchAliases, io.ComfyNode):
             with rt.training_mode(), stop.training_run(*run_id) as stop_event:
                 trained = train_generator(
                     rt.backbone_for(dino.backbone, device, for_training=True),
-                    rt.image_to_core(structure, "structure", clone=True),
-                    rt.trainable(b), config, device,
+                    a, rt.trainable(b), config, device,
                     on_step=progress.step, on_preview=progress.preview, init=init,
                     should_finish=stop_event.is_set,
                     max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,
@@ -332,10 +317,11 @@ class SpliceTrainGenerator(SearchAliases, io.ComfyNode):
                 log.info("Splice: kept the generator after %d of %d steps", trained.steps_done,
                          config.steps)
             final = progress.last_preview
-            if final is not None and final[0] == trained.steps_done and a.shape[0] == 1 and size_a == full_hw:
+            if (final is not None and final[0] == trained.steps_done and a.shape[0] == 1
+                    and plan.structure_size == full_hw):
                 result = final[1]  # the core previews G(structure) after the last step
             else:
-                result = run_apply(trained.generator, a, device, result_plan,
+                result = run_apply(trained.generator, a, device, plan.result,
                                    between_passes=rt.between_passes(device))
         return io.NodeOutput(trained, _loss_map(trained), rt.image_to_comfy(result),
                              ui=ui.PreviewText(result_summary(trained, config.steps)))

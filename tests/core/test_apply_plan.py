@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from comfy_splice.apply import ApplyPlan, plan_apply, run_apply
+from comfy_splice.budget import Memory, TrainingPlan, plan_training
 from comfy_splice.descriptors import DescriptorMemoryError
 from comfy_splice.generator import MIN_SIDE, MULTIPLE, build_generator, padding
-from comfy_splice.memory import estimate_apply_peak, estimate_streamed_peak
+from comfy_splice.memory import ViTShape, estimate_apply_peak, estimate_streamed_peak, estimate_training_peak
 from comfy_splice.refusal import (MemoryBudgetError, SpliceRefusal, format_bytes,
                                   mentions_out_of_memory)
 from comfy_splice.run import MIN_IMAGE_SIDE, TrainConfig, check_dtype, check_steps, training_size
@@ -108,3 +109,41 @@ def test_steps_and_dtype_are_checked_once_for_node_and_config() -> None:
         check_dtype("fp16")
     with pytest.raises(SpliceRefusal, match="dtype 'fp16' is not one of auto, bf16, fp32"):
         TrainConfig(dtype="fp16")
+
+
+VIT_B8 = ViTShape(params=85_800_000, depth=12, embed_dim=768, patch_size=8)
+
+
+def _memory(free: int, asked: list[int], shared: bool = True) -> Memory:
+    def room(need: int) -> int:
+        asked.append(need)
+        return free
+
+    return Memory(free=room, ram_free=lambda: free, where="RAM", overhead=1.0, shared=shared)
+
+
+def test_a_training_plan_asks_the_host_for_its_estimate_and_refuses_before_training() -> None:
+    config = TrainConfig(steps=10)
+    need = estimate_training_peak((H, W), (H, W), VIT_B8, True, 1, 1.0)
+    asked: list[int] = []
+    plan = plan_training((H, W), (H, W), 1, VIT_B8, config, _memory(need, asked), "Train")
+    assert asked == [need]  # the host was asked for exactly the estimate, once
+    assert plan == TrainingPlan((H, W), (H, W), ApplyPlan(1))
+    with pytest.raises(MemoryBudgetError, match="max_megapixels"):
+        plan_training((H, W), (H, W), 1, VIT_B8, config, _memory(need - 1, []), "Train")
+
+
+def test_a_downscaled_training_plans_its_full_size_result_too() -> None:
+    config = TrainConfig(steps=10, max_megapixels=0.02)
+    big = (3000, 4000)
+    small = training_size(*big, 0.02)
+    train_need = estimate_training_peak(small, small, VIT_B8, True, 1, 1.0)
+    result_need = estimate_apply_peak(*big, 1)
+    asked: list[int] = []
+    plan = plan_training(big, big, 1, VIT_B8, config, _memory(max(train_need, result_need), asked), "Train")
+    assert plan.structure_size == small != big
+    assert asked == [train_need, result_need] and plan.result == ApplyPlan(1)
+    # room to train but not for the whole result at once: the result is streamed, not refused
+    assert train_need < result_need  # the case this checks: training fits, the whole result does not
+    plan = plan_training(big, big, 1, VIT_B8, config, _memory(train_need, [], shared=False), "Train")
+    assert plan.result.streamed is not None
