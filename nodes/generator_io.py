@@ -72,7 +72,8 @@ class SpliceSaveGenerator(io.ComfyNode):
             display_name=names.SAVE_GENERATOR,
             category=CATEGORY,
             description=(
-                "Saves a trained Splice generator (~4 MB safetensors with its training config and, "
+                "Saves a trained Splice generator (a safetensors file: ~4 MB of weights, about 12 MB with "
+                "the training state a resume needs, plus its training config and, "
                 "unless ComfyUI runs with --disable-metadata, the workflow) into "
                 f"models/splice_generators, where '{names.LOAD_GENERATOR}' lists it (press R in the "
                 "UI to refresh the lists). The node shows where it wrote the file."),
