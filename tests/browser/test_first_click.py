@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -41,7 +41,11 @@ def test_the_basic_templates_use_the_hub_weights() -> None:
 
 @pytest.mark.parametrize("spec", HUB_TEMPLATES, ids=[s.name for s in HUB_TEMPLATES])
 def test_missing_dino_file_is_offered_for_download(page: comfy_page.ComfyPage, browser_server: ComfyServer,
-                                                    without_dino_weights: None, spec: bw.WorkflowSpec) -> None:
+                                                    without_dino_weights: None, spec: bw.WorkflowSpec,
+                                                    xfail_on: Callable[..., None]) -> None:
+    xfail_on("issue 17 (3): frontend 1.58 flags a missing model only when the combo value is absent from "
+             "its options, and Load DINO-ViT lists the official names; it shows no missing-models dialog",
+             version="1.58.1")
     page.load_workflow(_template(browser_server, spec.name))
     label = f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}"
     dialog = page.wait_for_dialog(label)
