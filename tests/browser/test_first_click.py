@@ -90,7 +90,10 @@ def _node_text(page: comfy_page.ComfyPage, node_id: int, needle: str) -> str:
 
 
 def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
-        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path) -> None:
+        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path,
+        xfail_on: Callable[..., None]) -> None:
+    xfail_on("issue 17 (1): frontend 1.58 clears the nodes' progress text when the run ends, and the "
+             "pack shows its results only there", version="1.58.1")
     spec = bw.basic_workflow()
     for name in ("splice_structure_village.png", "splice_appearance_winter.png"):
         assert (browser_server.input_dir / name).is_file(), "the pack did not put its example inputs in place"

@@ -32,11 +32,13 @@ def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_
     doc = DOCS / f"{node_type}.md"
     assert doc.is_file(), f"no help page {doc}"
     expected = _first_paragraph(doc)
-    page.evaluate("""(type) => {
+    node_id = page.evaluate("""(type) => {
         const app = window.app; app.graph.clear();
         const node = LiteGraph.createNode(type); app.graph.add(node); node.pos = [0, 0];
-        app.extensionManager.command.execute('Comfy.Canvas.FitView');
-        app.canvas.deselectAll(); app.canvas.select(node); app.canvas.setDirty(true, true); }""", node_type)
+        app.canvas.deselectAll();
+        return Number(node.id); }""", node_type)
+    page.fit_view()
+    page.click_node_title(node_id)
     # The selection toolbox appears over the selected node; its info button opens the help.
     page.wait_for("""() => { const b = [...document.querySelectorAll('button')].find((b) => b.offsetParent
                         && b.querySelector('[class*="lucide--info"]'));

@@ -186,9 +186,13 @@ def _essentials(workflow: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_committed_file_is_what_the_app_exports(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec,
-                                                workflow: dict[str, Any], browser_server: ComfyServer) -> None:
+                                                workflow: dict[str, Any], browser_server: ComfyServer,
+                                                xfail_on: Callable[..., None]) -> None:
     """Rebuilding the graph in this page and exporting it with the app's own Export command gives
     the committed file (so nobody edited it by hand, and this frontend writes it the same way)."""
+    xfail_on("frontend 1.32.9 in Nodes 2.0 scales a classic-canvas layout by 1.2 (ensureCorrectLayoutScale), "
+             "so its export has other node positions; the files are built in the classic canvas",
+             version="1.32.9", nodes2=True)
     version = browser_server.system_stats()["system"]["comfyui_version"]
     fresh = json.loads(bw.build_in_page(page, spec, version))
     assert _essentials(fresh) == _essentials(workflow), (
