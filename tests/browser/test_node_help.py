@@ -32,13 +32,15 @@ def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_
     doc = DOCS / f"{node_type}.md"
     assert doc.is_file(), f"no help page {doc}"
     expected = _first_paragraph(doc)
-    node_id = page.evaluate("""(type) => {
-        const app = window.app; app.graph.clear();
-        const node = LiteGraph.createNode(type); app.graph.add(node); node.pos = [0, 0];
-        app.canvas.deselectAll();
-        return Number(node.id); }""", node_type)
-    page.fit_view()
-    page.click_node_title(node_id)
+    page.evaluate("""(type) => {
+        const app = window.app, canvas = app.canvas; app.graph.clear();
+        const node = LiteGraph.createNode(type); app.graph.add(node);
+        canvas.ds.scale = 1; canvas.ds.offset = [0, 0]; node.pos = [500, 400];  // well inside the view
+        canvas.deselectAll();
+        // Select as a click does: selectItems reports the selection change (select() alone does
+        // not on 1.32.9, and the toolbox would not appear).
+        if (canvas.selectItems) canvas.selectItems([node]); else canvas.select(node);
+        canvas.setDirty(true, true); }""", node_type)
     # The selection toolbox appears over the selected node; its info button opens the help.
     page.wait_for("""() => { const b = [...document.querySelectorAll('button')].find((b) => b.offsetParent
                         && b.querySelector('[class*="lucide--info"]'));

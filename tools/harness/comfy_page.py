@@ -326,21 +326,6 @@ class ComfyPage:
         if not ok:
             raise BrowserError(f"node {node_id} has no widget {name!r}")
 
-    def click_node_title(self, node_id: int) -> None:
-        """Select a node the way a user does: a mouse click on its title bar (the canvas's own
-        selection events then run, e.g. the selection toolbox appears)."""
-        self.page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
-        x, y = self.evaluate("""(id) => {
-            const canvas = window.app.canvas, node = window.app.graph.getNodeById(id);
-            const title = window.LiteGraph.NODE_TITLE_HEIGHT;
-            const [ox, oy] = canvas.ds.convertCanvasToOffset([node.pos[0] + Math.min(60, node.size[0] / 3),
-                                                              node.pos[1] - title / 2]);
-            const box = canvas.canvas.getBoundingClientRect();
-            return [box.left + ox, box.top + oy]; }""", node_id)
-        self.page.mouse.click(x, y)
-        self.wait_for("(id) => Object.values(window.app.canvas.selected_nodes || {}).some((n) => n.id == id)",
-                      arg=node_id, timeout_s=10, what=f"node {node_id} to be selected by a click at {x:.0f},{y:.0f}")
-
     def set_mode(self, node_ids: list[int], mode: int) -> None:
         """Node mode: 0 = always, 2 = never (muted), 4 = bypass."""
         self.evaluate("""([ids, mode]) => { for (const id of ids) window.app.graph.getNodeById(id).mode = mode;
