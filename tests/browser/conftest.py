@@ -1,11 +1,24 @@
 """Browser tests: the shipped workflows in the real ComfyUI web app, in a real Chromium.
 
+The matrix: every test that uses ``browser_server`` (and so ``app_page``, ``page``,
+``object_info``, ``dino_weights`` ...) runs once per :data:`FRONTENDS` combination, the pinned
+frontend (the venv's ``comfyui-frontend-package``) and the newest one
+(``provision.NEW_FRONTEND_VERSION``, served with ``--front-end-root``), each in the classic canvas
+and in Nodes 2.0 (setting ``Comfy.VueNodes.Enabled``). The parameter sits on the session fixture
+``frontend``, so a new test file gets the matrix by using the fixtures below; the test ids
+name the combination (``test_x[fe1.58.1-nodes2]``). pytest runs the tests grouped by
+combination: one server per frontend version for the whole session, one page per combination.
+A test that cannot hold on a combination for a reason outside the pack marks it with
+the ``xfail_on`` fixture (strict).
+
 Fixtures:
-- ``browser_server``: a ComfyUI server of its own (started with the session's
-  ``comfy_server_factory``), so files these tests put into its model and input folders (a tiny
-  DINO under the official ViT-B/8 name, a trained generator, the example inputs) never change
-  what the host tests see on the shared ``comfy_server``. The UI settings that keep dialogs off
-  the canvas are stored on it.
+- ``frontend``: the combination (:class:`Frontend`); ``xfail_on``: see above.
+- ``browser_server``: the ComfyUI server of the combination's frontend version (started once
+  with the session's ``comfy_server_factory``), so files these tests put into its model and input
+  folders (a tiny DINO under the official ViT-B/8 name, a trained generator, the example inputs)
+  never change what the host tests see on the shared ``comfy_server``. The UI settings that keep
+  dialogs off the canvas, and the combination's Nodes 2.0 setting, are stored on it before any
+  page of the combination opens.
 - ``dino_weights``: the tiny random DINO from ``tiny_dino_file`` copied to the server's
   ``splice_dino`` folder under the names the workflows use (``vit_base_patch8_224.dino.safetensors``,
   and the official ``dino_vitbase8_pretrain.pth``); ``without_dino_weights``: those files parked
@@ -20,11 +33,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
 
+from tools import provision
 from tools.assets import build_workflows
 from tools.harness import comfy_page
 from tools.harness.comfy_server import ComfyServer
@@ -34,14 +49,73 @@ ARTIFACTS = REPO_ROOT / "artifacts" / "browser"
 DINO_NAMES = (build_workflows.DINO_MODEL["name"], build_workflows.DINO_MODEL_PTH["name"])
 
 
+@dataclass(frozen=True)
+class Frontend:
+    """One cell of the matrix: a frontend version and a node renderer."""
+
+    version: str
+    nodes2: bool
+
+    @property
+    def id(self) -> str:
+        return f"fe{self.version}-{'nodes2' if self.nodes2 else 'classic'}"
+
+    @property
+    def pinned(self) -> bool:
+        return self.version == provision.PINNED_FRONTEND_VERSION
+
+
+FRONTENDS = tuple(Frontend(version, nodes2)
+                  for version in (provision.PINNED_FRONTEND_VERSION, provision.NEW_FRONTEND_VERSION)
+                  for nodes2 in (False, True))
+
+
+@pytest.fixture()
+def xfail_on(request: pytest.FixtureRequest, frontend: Frontend) -> Callable[..., None]:
+    """``xfail_on(reason, version=None, nodes2=None)``: mark the running test strict-xfail on the
+    matching combinations (call it first in the test; the reason must lie outside the pack or
+    name the issue that fixes it)."""
+
+    def mark(reason: str, *, version: str | None = None, nodes2: bool | None = None) -> None:
+        if (version is None or frontend.version == version) and (nodes2 is None or frontend.nodes2 == nodes2):
+            request.applymarker(pytest.mark.xfail(reason=f"{frontend.id}: {reason}", strict=True))
+
+    return mark
+
+
+@pytest.fixture(scope="session", params=FRONTENDS, ids=[f.id for f in FRONTENDS])
+def frontend(request: pytest.FixtureRequest) -> Frontend:
+    return request.param
+
+
 @pytest.fixture(scope="session")
-def browser_server(comfy_server_factory: Callable[..., ComfyServer], hub_stub: Any) -> ComfyServer:
-    # No example input is copied here: the pack puts them into the input folder when it loads.
-    # Its DINO downloads go to the session's hub stand-in (read when the server starts).
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HF_ENDPOINT", hub_stub.endpoint)
-        server = comfy_server_factory(name="browser-comfyui")
-    comfy_page.apply_ui_settings(server.url)
+def frontend_servers(comfy_server_factory: Callable[..., ComfyServer],
+                     hub_stub: Any) -> Callable[[str], ComfyServer]:
+    """``get(version)``: the session's one server for that frontend version, started on first use.
+    Its DINO downloads go to the session's hub stand-in (read when the server starts)."""
+    servers: dict[str, ComfyServer] = {}
+
+    def get(version: str) -> ComfyServer:
+        if version not in servers:
+            args: tuple[str, ...] = ()
+            if version != provision.PINNED_FRONTEND_VERSION:
+                args = ("--front-end-root", str(provision.ensure_frontend(version)))
+            # No example input is copied here: the pack puts them into the input folder when it loads.
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("HF_ENDPOINT", hub_stub.endpoint)
+                server = comfy_server_factory(*args, name=f"browser-comfyui-fe{version}")
+            comfy_page.apply_ui_settings(server.url)
+            servers[version] = server
+        return servers[version]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def browser_server(frontend: Frontend, frontend_servers: Callable[[str], ComfyServer]) -> ComfyServer:
+    server = frontend_servers(frontend.version)
+    # Stored per user on the server and read when a page opens: set before this combination's pages.
+    comfy_page.apply_ui_settings(server.url, {comfy_page.NODES2_SETTING: frontend.nodes2})
     return server
 
 
@@ -100,11 +174,15 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def app_page(browser: Any, browser_server: ComfyServer) -> Iterator[comfy_page.ComfyPage]:
-    """The ComfyUI app in one tab, ready and instrumented (pack nodes registered)."""
+def app_page(browser: Any, browser_server: ComfyServer, frontend: Frontend) -> Iterator[comfy_page.ComfyPage]:
+    """The ComfyUI app in one tab per combination, ready and instrumented (pack nodes registered),
+    checked to run the combination's frontend version and renderer."""
     context = comfy_page.new_context(browser)
     try:
         page = comfy_page.open_app(context, browser_server.url, ("SpliceTrainGenerator", "LossGraphNode"))
+        running = page.frontend()
+        assert running == {"version": frontend.version, "nodes2": frontend.nodes2}, (
+            f"{frontend.id}: the page runs {running}")
         yield page
     finally:
         context.close()

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import requests
@@ -48,7 +48,11 @@ def test_template_files_read_as_titles() -> None:
 
 @pytest.mark.parametrize("spec", HUB_TEMPLATES, ids=[s.name for s in HUB_TEMPLATES])
 def test_missing_dino_file_is_offered_for_download(page: comfy_page.ComfyPage, browser_server: ComfyServer,
-                                                    without_dino_weights: None, spec: bw.WorkflowSpec) -> None:
+                                                    without_dino_weights: None, spec: bw.WorkflowSpec,
+                                                    xfail_on: Callable[..., None]) -> None:
+    xfail_on("frontend 1.58 shows no missing-models dialog: it marks the node whose file is absent "
+             "instead (tests/browser/test_results_and_seeds.py checks the pack's warning there)",
+             version="1.58.1")
     page.load_workflow(_template(browser_server, spec.title))
     label = f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}"
     dialog = page.wait_for_dialog(label)
@@ -121,8 +125,9 @@ def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
     first = page.queue(timeout_s=300)
     assert first.of_type("execution_success"), first.events
     assert str(train) not in _cached(browser_server, first.prompt_id)
-    loss = _node_text(page, train, f"step {TEST_STEPS}/{TEST_STEPS}: loss ")
-    assert float(loss.split("loss ")[1].split(" ")[0]) > 0
+    # the result that stays after the run (frontend 1.58 clears the live progress text)
+    loss = _node_text(page, train, f"{TEST_STEPS}/{TEST_STEPS} steps done; last loss ")
+    assert float(loss.split("last loss ")[1].split(" ")[0]) > 0
     assert "DINO-I:" in _node_text(page, metrics, "structure distance:")
     saved = browser_server.generators_dir / "browser" / "first_click_00001_.safetensors"
     assert saved.is_file()

@@ -15,12 +15,13 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tools import provision
 from tools.assets import build_workflows as bw
 from tools.assets import make_examples
 from tools.harness import comfy_page
@@ -30,11 +31,17 @@ TEST_STEPS = 4
 RUN_TIMEOUT_S = 300
 
 
+# The test servers hold no diffusion model. Frontend 1.58 flags a missing model by marking its
+# loader node red (a combo value absent from its options); 1.32.9 opens a missing-models dialog.
+DIFFUSION_LOADERS = ("CheckpointLoaderSimple", "ControlNetLoader")
+
+
 def _load(page: comfy_page.ComfyPage, workflow: dict[str, Any]) -> comfy_page.LoadReport:
     report = page.load_workflow(workflow)
     assert report.missing_node_types == [], f"missing node types: {report.missing_node_types}"
     assert report.unregistered_types == []
-    assert report.nodes_with_errors == [], f"red nodes: {report.nodes_with_errors}"
+    red = [n for n in report.nodes_with_errors if n["type"] not in DIFFUSION_LOADERS]
+    assert red == [], f"red nodes: {red}"
     assert report.missing_nodes_dialog is None, report.missing_nodes_dialog
     assert report.node_count == len(workflow["nodes"])
     return report
@@ -98,16 +105,20 @@ def test_core_workflow_runs_from_the_page(page: comfy_page.ComfyPage, browser_se
 
 def test_workflow_opens_with_every_node_known(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec,
                                               workflow: dict[str, Any], dino_weights: Path,
-                                              artifacts: Path) -> None:
+                                              artifacts: Path, frontend: Any) -> None:
     report = _load(page, workflow)
-    # With the DINO file in place, only the diffusion models may be reported missing.
+    # With the DINO file in place, only the diffusion models may be reported missing: in the
+    # missing-models dialog (1.32.9) or as red loader nodes (1.58).
     dialog = report.missing_models_dialog
+    red = " ".join(value for n in report.nodes_with_errors for value in n["values"])
     if spec.needs_checkpoint:
-        dialog = page.wait_for_dialog("missing models")
-        assert bw.SD15_CHECKPOINT["name"] in dialog
-        assert bw.DINO_MODEL["name"] not in dialog
+        flagged = red if frontend.version != provision.PINNED_FRONTEND_VERSION else page.wait_for_dialog(
+            "missing models")
+        assert bw.SD15_CHECKPOINT["name"] in flagged
+        assert bw.DINO_MODEL["name"] not in flagged
     else:
         assert dialog is None, dialog
+        assert red == "", report.nodes_with_errors
     page.close_dialogs()
     page.frame_graph(margin=60)
     page.screenshot(artifacts / f"{spec.name}-loaded.png")
@@ -119,9 +130,13 @@ def test_workflow_opens_with_every_node_known(page: comfy_page.ComfyPage, spec: 
 
 
 def test_missing_dino_weights_are_named_with_their_url(page: comfy_page.ComfyPage,
-                                                       without_dino_weights: None) -> None:
+                                                       without_dino_weights: None,
+                                                       xfail_on: Callable[..., None]) -> None:
     """Without the weights, ComfyUI's missing-models dialog names folder, file and URL (from the
     loader's properties.models)."""
+    xfail_on("frontend 1.58 shows no missing-models dialog: it marks the node whose file is absent "
+             "instead (tests/browser/test_results_and_seeds.py checks the pack's warning there)",
+             version="1.58.1")
     _load(page, json.loads(bw.WORKFLOWS[0].json_path.read_text()))
     dialog = page.wait_for_dialog("missing models")
     assert f"{bw.DINO_MODEL['directory']} / {bw.DINO_MODEL['name']}" in dialog
@@ -171,9 +186,13 @@ def _essentials(workflow: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_committed_file_is_what_the_app_exports(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec,
-                                                workflow: dict[str, Any], browser_server: ComfyServer) -> None:
+                                                workflow: dict[str, Any], browser_server: ComfyServer,
+                                                xfail_on: Callable[..., None]) -> None:
     """Rebuilding the graph in this page and exporting it with the app's own Export command gives
     the committed file (so nobody edited it by hand, and this frontend writes it the same way)."""
+    xfail_on("frontend 1.32.9 in Nodes 2.0 scales a classic-canvas layout by 1.2 (ensureCorrectLayoutScale), "
+             "so its export has other node positions; the files are built in the classic canvas",
+             version="1.32.9", nodes2=True)
     version = browser_server.system_stats()["system"]["comfyui_version"]
     fresh = json.loads(bw.build_in_page(page, spec, version))
     assert _essentials(fresh) == _essentials(workflow), (

@@ -57,5 +57,6 @@ async (spec) => {
     group.size = [x1 - x0, y1 - y0];
   }
   app.graph.setDirtyCanvas(true, true);
-  return spec.nodes.map((n) => byKey[n.key].id);
+  // Numbers: frontend 1.58 keeps node ids as strings in the page (it still saves numbers).
+  return spec.nodes.map((n) => Number(byKey[n.key].id));
 }

@@ -139,6 +139,9 @@ once when that run was complete.""".format(
 
 
 # Layout: columns and rows in canvas units (node pos is the body's top-left; titles sit above).
+# Rows leave room for Nodes 2.0, which grows each node to its rendered height at the saved position
+# (frontend 1.58: a one-widget pack node is ~114 tall there, 82 in the classic canvas);
+# tests/browser/test_layout.py checks that no two nodes overlap in either renderer.
 X_NOTE, X_INPUT, X_DINO, X_TRAIN, X_APPLY, X_SAVE = 0, 400, 780, 1160, 1540, 1900
 Y_LOWER = 1000  # second band (video / diffusion), below the inputs
 
@@ -153,9 +156,9 @@ def _splice_core() -> tuple[list[NodeSpec], list[tuple[str, str, str, str]]]:
         NodeSpec("dino", "SpliceLoadDINO", (X_DINO, 0),
                  {"model_name": DINO_MODEL["name"], "download_if_missing": False},
                  size=(320, 82), models=[DINO_MODEL]),
-        NodeSpec("structure_loss", "SpliceStructureLoss", (X_DINO, 140), {"weight": 1.0, "block": -1},
+        NodeSpec("structure_loss", "SpliceStructureLoss", (X_DINO, 160), {"weight": 1.0, "block": -1},
                  size=(320, 82)),
-        NodeSpec("appearance_loss", "SpliceAppearanceLoss", (X_DINO, 280), {"weight": 10.0, "block": -1},
+        NodeSpec("appearance_loss", "SpliceAppearanceLoss", (X_DINO, 320), {"weight": 10.0, "block": -1},
                  size=(320, 82)),
         NodeSpec("train", "SpliceTrainGenerator", (X_TRAIN, 0), dict(TRAIN_WIDGETS), size=(320, 286)),
     ]
@@ -189,7 +192,7 @@ what the structure loss compares (the main components of DINO's key self-similar
         NodeSpec("loss_plot", "LossGraphNode", (X_APPLY, 560), {"filename_prefix": "splice/loss"},
                  size=(300, 300)),
         NodeSpec("visualize", "SpliceVisualizeStructure", (X_DINO, 520), {"block": -1}, size=(320, 82)),
-        NodeSpec("visualize_preview", "PreviewImage", (X_DINO, 640), {}, title="Structure (self-similarity PCA)",
+        NodeSpec("visualize_preview", "PreviewImage", (X_DINO, 680), {}, title="Structure (self-similarity PCA)",
                  size=(320, 300)),
     ]
     links += [
@@ -237,7 +240,7 @@ and sound. *Save Splice Generator* keeps the generator for other clips of the sh
         NodeSpec("train_preview", "PreviewImage", (X_APPLY, 160), {}, title="Result on the keyframes",
                  size=(320, 300)),
         NodeSpec("apply", "SpliceApply", (X_TRAIN, 620), {"batch_size": 4}, size=(320, 102)),
-        NodeSpec("create_video", "CreateVideo", (X_TRAIN, 780), {}, size=(320, 100)),
+        NodeSpec("create_video", "CreateVideo", (X_TRAIN, 820), {}, size=(320, 100)),
         NodeSpec("save_video", "SaveVideo", (X_APPLY, 620),
                  {"filename_prefix": "splice/video", "format": "auto", "codec": "auto"}, size=(420, 420)),
     ]
@@ -386,7 +389,7 @@ def region_workflow() -> WorkflowSpec:
     nodes = [_note(
         "Restyles one object and keeps the background. Change first: image A (the object to "
         "restyle) and image B (the look).", REGION_NOTE, 900)] + nodes + [
-        NodeSpec("cosegment", "SpliceDinoCosegmentation", (X_DINO, 420),
+        NodeSpec("cosegment", "SpliceDinoCosegmentation", (X_DINO, 480),
                  {"seed": 0, "control_after_generate": "fixed"}, size=(320, 430)),
         NodeSpec("mask_a", "MaskToImage", (X_TRAIN, 780), {}, size=(220, 26)),
         NodeSpec("mask_b", "MaskToImage", (X_TRAIN, 860), {}, size=(220, 26)),

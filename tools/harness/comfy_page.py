@@ -57,6 +57,8 @@ UI_SETTINGS = {
     "LiteGraph.Canvas.MinFontSizeForLOD": 0,
     "Comfy.Graph.CanvasInfo": False,
 }
+# "Nodes 2.0" (Vue-rendered nodes) on/off; the browser tests set it per combination.
+NODES2_SETTING = "Comfy.VueNodes.Enabled"
 # Browser-side: the "Nodes 2.0" banner remembers its dismissal in localStorage.
 INIT_SCRIPT = "try { localStorage.setItem('vueNodesBannerDismissed', 'true'); } catch (e) {}"
 
@@ -168,6 +170,13 @@ class ComfyPage:
     def evaluate(self, script: str, arg: Any = None) -> Any:
         return self.page.evaluate(script, arg)
 
+    def frontend(self) -> dict[str, Any]:
+        """The running frontend's version and whether Nodes 2.0 is on (as the app reads it)."""
+        return self.evaluate(f"""() => ({{
+            version: window.__COMFYUI_FRONTEND_VERSION__ || null,
+            nodes2: !!window.app.extensionManager.setting.get('{NODES2_SETTING}'),
+        }})""")
+
     def dialogs(self) -> list[str]:
         """Text of every open PrimeVue dialog (missing nodes / models, errors, ...)."""
         return self.evaluate("() => [...document.querySelectorAll('.p-dialog')].map((d) => d.innerText)")
@@ -214,13 +223,40 @@ class ComfyPage:
         state = self.evaluate("""() => ({
             missing: window.__splice.missing,
             errors: window.app.graph.nodes.filter((n) => n.has_errors)
-                .map((n) => ({ id: n.id, type: n.type, title: n.title })),
+                .map((n) => ({ id: Number(n.id), type: n.type, title: n.title,
+                               values: (n.widgets || []).map((w) => String(w.value)) })),
             unregistered: window.app.graph.nodes.map((n) => n.type)
                 .filter((t) => !(t in window.LiteGraph.registered_node_types)),
             count: window.app.graph.nodes.length,
         })""")
         return LoadReport(state["missing"] or [], state["errors"], state["unregistered"], self.dialogs(),
                           state["count"])
+
+    def settled_node_rects(self, timeout_s: float = 30, stable_frames: int = 10) -> dict[int, list[float]]:
+        """Each node's rectangle in canvas units as the frontend lays it out (``node.boundingRect``:
+        pos and size including the title; in Nodes 2.0 the size the rendered node measured), read
+        once every image in the page has loaded and no rectangle has changed for
+        ``stable_frames`` animation frames (Nodes 2.0 nodes grow after their DOM is measured)."""
+        rects = self.evaluate("""async ([timeoutMs, stableFrames]) => {
+            const frame = () => new Promise((r) => requestAnimationFrame(r));
+            const read = () => JSON.stringify(window.app.graph.nodes.map((n) =>
+                [n.id, Array.from(n.boundingRect)]));
+            const deadline = performance.now() + timeoutMs;
+            let last = null, same = 0;
+            while (performance.now() < deadline) {
+              await frame();
+              window.app.graph.setDirtyCanvas(true, true);
+              const images = [...document.images].every((i) => i.complete);
+              const now = read();
+              same = images && now === last ? same + 1 : 0;
+              last = now;
+              if (same >= stableFrames) return JSON.parse(now);
+            }
+            return null; }""", [timeout_s * 1000, stable_frames])
+        if rects is None:
+            raise BrowserError(f"node rectangles still changing after {timeout_s:.0f} s; "
+                               f"console tail: {self.console[-15:]}")
+        return {int(node_id): rect for node_id, rect in rects}
 
     def graph_to_prompt(self) -> dict[str, Any]:
         """``app.graphToPrompt()``: {"workflow": UI format, "output": API format}."""
