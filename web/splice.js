@@ -11,8 +11,9 @@
 // 2. Results stay on the node: the text a node returns as its `ui` output (last loss, metrics,
 //    saved path, descriptor summaries) is shown in a result widget, filled on `executed` and when
 //    outputs are restored. Progress text (the live loss) is cleared by 1.58.1 at the end of a run.
-// 3. Missing DINO weights: Load DINO-ViT shows a "Download <file> into models/splice_dino" button
-//    while its file is not on disk; it asks the pack's route (nodes/dino_download.py) to fetch it.
+// 3. Missing DINO weights: while its file is not on disk, Load DINO-ViT shows a warning naming the
+//    file and a "Download <file>" button that asks the pack's route (nodes/dino_download.py) to
+//    fetch it into models/splice_dino.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -85,6 +86,11 @@ function showResult(node, output) {
 
 // -- 3. missing DINO weights -------------------------------------------------------------------
 
+function clearWarning(node) {
+  const warning = node.widgets?.find((w) => w.name === RESULT);
+  if (warning && String(warning.value).startsWith("Missing: ")) warning.value = "";
+}
+
 async function dinoFiles() {
   const response = await api.fetchApi("/splice/dino/files");
   if (!response.ok) throw new Error(`GET /splice/dino/files: ${response.status}`);
@@ -129,6 +135,7 @@ async function download(node, widget, name) {
       combo.value = answer.name;
     }
     removeWidget(node, widget);
+    clearWarning(node);
   } catch (error) {
     widget.label = `Download failed: ${error.message}`;
     widget.spliceError = error.message;
@@ -154,15 +161,21 @@ async function checkDino(node) {
   const name = combo.value;
   const old = node.widgets.find((w) => w[DOWNLOAD_FLAG]);
   const missing = typeof name === "string" && !info.files.includes(name);
-  if (old && (!missing || old[DOWNLOAD_FLAG] !== name) && !old.busy) removeWidget(node, old);
+  if (old && (!missing || old[DOWNLOAD_FLAG] !== name) && !old.busy) {
+    removeWidget(node, old);
+    clearWarning(node);
+  }
   if (!missing || node.widgets.find((w) => w[DOWNLOAD_FLAG] === name)) {
     node.setDirtyCanvas?.(true, true);
     return;
   }
   const downloadable = info.downloadable.includes(name);
-  const text = downloadable
-    ? `Missing ${name}: Download ${name} into models/splice_dino`
-    : `Missing ${name}: not in ${info.folder}; put it there or pick another file`;
+  // A short label that fits the node's width; the warning itself, which wraps, names the file.
+  const text = downloadable ? `Download ${name}` : `Missing ${name}`;
+  resultWidget(node).value = downloadable
+    ? `Missing: ${name} is not in models/splice_dino. Press "Download" above to fetch it there `
+      + "(or switch on download_if_missing and Queue)."
+    : `Missing: ${name} is not in ${info.folder}; put it there or pick another file.`;
   const widget = node.addWidget("button", text, null, () => {
     if (downloadable) download(node, widget, name);
   }, { serialize: false });

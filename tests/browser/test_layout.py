@@ -9,6 +9,7 @@ page's images have loaded and the layout has stopped changing.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tools.assets import build_workflows as bw
@@ -20,7 +21,10 @@ def _overlap(a: list[float], b: list[float]) -> tuple[float, float]:
     return (min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]), min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
 
 
-def test_no_two_nodes_overlap(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec, workflow: dict[str, Any]) -> None:
+def test_no_two_nodes_overlap(page: comfy_page.ComfyPage, spec: bw.WorkflowSpec, workflow: dict[str, Any],
+                              dino_weights: Path) -> None:
+    """With the weights in place (the state after set-up; without them Load DINO-ViT also shows
+    its download warning, tested in test_results_and_seeds.py), no two nodes overlap."""
     page.load_workflow(workflow)
     rects = page.settled_node_rects()
     assert len(rects) == len(workflow["nodes"])

@@ -45,7 +45,7 @@ def test_seed_nodes_are_all_the_packs_nodes_with_a_seed(object_info: dict[str, A
 def test_train_generator_keeps_its_result_after_the_run(
         page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path) -> None:
     spec = bw.basic_workflow()
-    page.load_workflow(_template(browser_server, spec.name))
+    page.load_workflow(_template(browser_server, spec.title))
     page.close_dialogs()
     train = spec.node_id("train")
     page.set_widget(train, "steps", 2)
@@ -116,7 +116,7 @@ def small_model_on_hub(hub_stub: Any, vits16_hub_file: Path, browser_server: Com
 def test_missing_dino_is_flagged_and_downloaded_in_one_click(
         page: comfy_page.ComfyPage, browser_server: ComfyServer, without_dino_weights: None,
         small_model_on_hub: Any, spec: bw.WorkflowSpec) -> None:
-    page.load_workflow(_template(browser_server, spec.name))
+    page.load_workflow(_template(browser_server, spec.title))
     page.close_dialogs()
     dino = spec.node_id("dino")
     button = """([id, name]) => {
@@ -124,7 +124,10 @@ def test_missing_dino_is_flagged_and_downloaded_in_one_click(
         return w ? (w.label || w.name) : null; }"""
     wanted = bw.DINO_MODEL["name"]
     label = page.wait_for(button, arg=[dino, wanted], timeout_s=30, what=f"the warning naming {wanted}")
-    assert label == f"Missing {wanted}: Download {wanted} into models/splice_dino", label
+    assert label == f"Download {wanted}", label
+    warning = page.evaluate("""(id) => (window.app.graph.getNodeById(id).widgets || [])
+        .find((w) => w.name === 'splice_result')?.value""", dino)
+    assert warning.startswith(f"Missing: {wanted} is not in models/splice_dino"), warning
     # ViT-B/8 is ~350 MB: the test downloads the smallest official model through the same button.
     small = SMALL.hf_file_name
     page.set_widget(dino, "model_name", small)

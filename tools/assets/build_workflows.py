@@ -37,6 +37,7 @@ from typing import Any
 
 from PIL import Image
 
+from comfy_splice.dino.fixtures import save_tiny_backbone
 from tools.assets import make_examples
 # The specs are re-exported: the browser tests read them and the builder from one module.
 from tools.assets.workflow_specs import (  # noqa: F401
@@ -140,6 +141,10 @@ def start_server(workdir: Path) -> ComfyServer:
     server = ComfyServer(workdir)
     server.start()
     make_examples.write_all(server.input_dir)
+    # A file under the default DINO name (tiny random weights: nothing runs): the graphs are
+    # built and photographed as an artist sees them once the weights are in place, without
+    # Load DINO-ViT's download warning.
+    save_tiny_backbone(server.models_dir / DINO_MODEL["name"])
     comfy_page.apply_ui_settings(server.url)
     return server
 

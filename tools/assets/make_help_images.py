@@ -57,7 +57,7 @@ PICTURES: tuple[Pair | Crop, ...] = (
          ("splice_appearance_winter.png", "appearance (look taken)")),
     Pair("object_pair.jpg", ("splice_object_cottage.png", "A: the object to restyle"),
          ("splice_object_gingerbread.png", "B: the object whose look to take")),
-    Crop("train_and_apply.png", "splice_basic.png", (949, 50, 1518, 422)),
+    Crop("train_and_apply.png", "splice_train_once_apply_to_video.png", (990, 40, 1335, 720), scale=0.8),
     Crop("cosegmentation_graph.png", "splice_region_object.png", (330, 15, 916, 775), scale=0.8),
 )
 
