@@ -9,6 +9,7 @@ node, select it, press the info button, and read the rendered page.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -28,7 +29,11 @@ def _first_paragraph(path: Path) -> str:
 
 
 @pytest.mark.parametrize("node_type", NODES)
-def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_type: str) -> None:
+def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_type: str,
+                                               xfail_on: Callable[..., None]) -> None:
+    xfail_on("under investigation (issue 18): on 1.58.1 the help panel did not show the page in "
+             "the merged tree's run (it did on the branch that added the test)",
+             version="1.58.1", strict=False)
     doc = DOCS / f"{node_type}.md"
     assert doc.is_file(), f"no help page {doc}"
     expected = _first_paragraph(doc)

@@ -249,9 +249,9 @@ def test_workflows_folder_holds_only_templates() -> None:
 def test_server_offers_them_as_templates(browser_server: ComfyServer) -> None:
     """The real routes the template browser uses: the list, the JSON and the thumbnail."""
     listing = browser_server.get_json("/workflow_templates")
-    assert sorted(listing.get("comfy-splice", [])) == sorted(s.name for s in bw.WORKFLOWS)
+    assert sorted(listing.get("comfy-splice", [])) == sorted(s.title for s in bw.WORKFLOWS)
     for spec in bw.WORKFLOWS:
-        base = f"{browser_server.url}/api/workflow_templates/comfy-splice/{spec.name}"
+        base = f"{browser_server.url}/api/workflow_templates/comfy-splice/{spec.title}"
         served = requests.get(base + ".json", timeout=30)
         assert served.status_code == 200 and served.json() == json.loads(spec.json_path.read_text())
         thumb = requests.get(base + ".jpg", timeout=30)
