@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 from tools.assets import workflow_specs as bw
 from tools.harness import comfy_page
@@ -27,7 +28,11 @@ PROGRESS_JS = """() => {
 
 
 def test_stop_and_keep_button_ends_training_and_the_graph_goes_on(
-        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path) -> None:
+        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path,
+        xfail_on: Callable[..., None]) -> None:
+    xfail_on("under investigation (issue 17): on 1.58.1 the run did not end within the test's wait "
+             "in the merged suite (the branch that added the matrix saw it pass)",
+             version="1.58.1", strict=False)
     spec = bw.basic_workflow()
     report = page.load_workflow(json.loads(spec.json_path.read_text()))
     assert report.nodes_with_errors == []
