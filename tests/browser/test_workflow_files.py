@@ -240,7 +240,7 @@ def test_workflows_folder_holds_only_templates() -> None:
     """ComfyUI lists every workflows/*.json as a template: only the shipped ones may be there,
     each with its same-named .jpg thumbnail."""
     names = sorted(p.stem for p in bw.WORKFLOWS_DIR.glob("*.json"))
-    assert names == sorted(s.name for s in bw.WORKFLOWS)
+    assert names == sorted(s.title for s in bw.WORKFLOWS)
     for name in names:
         with Image.open(bw.WORKFLOWS_DIR / f"{name}.jpg") as thumb:
             assert thumb.format == "JPEG" and thumb.size == bw.THUMBNAIL_SIZE
