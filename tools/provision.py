@@ -422,19 +422,24 @@ def weights_report(comfyui: Path) -> str:
     """Where the DINO weights go and whether any are there: both commands end with this.
 
     The default model's file name and URL come from the model registry's one definition,
-    comfy_splice/dino/models.py, which is standard library only: any python reads it."""
-    if str(REPO_ROOT) not in sys.path:  # run as ``python3 tools/provision.py``
-        sys.path.insert(0, str(REPO_ROOT))
-    from comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
-    default = DINO_MODELS[DEFAULT_MODEL]
+    comfy_splice/dino/models.py, which is standard library only: any python reads it, here in a
+    child started in the repository root (where ``-c`` finds the package; this script may run as
+    ``python3 tools/provision.py``, from anywhere)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "from comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS; "
+         "m = DINO_MODELS[DEFAULT_MODEL]; print(m.hf_url); print(m.hf_file_name)"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        raise ProvisionError(f"cannot read the DINO model registry: {probe.stderr.strip()[-300:]}")
+    hf_url, hf_file_name = probe.stdout.split()
     folder = make_model_folders(comfyui)["splice_dino"]
     found = sorted(p.name for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
     if found:
         return f"DINO weights in {folder}: {', '.join(found)}"
     return (f"No DINO weights in {folder} yet (the tests use a tiny random ViT of their own).\n"
-            f"  To run the workflows, save {default.hf_url} there as {default.hf_file_name},\n"
-            f"  press Download in ComfyUI's missing-models dialog, or switch on download_if_missing\n"
-            f"  in the '{node_display_names()['LOAD_DINO']}' node.")
+            f"  To run the workflows, save {hf_url} there as {hf_file_name},\n"
+            f"  or press the Download button that the '{node_display_names()['LOAD_DINO']}' node\n"
+            f"  shows while the file is missing (or switch on its download_if_missing).")
 
 
 def run_comfyui(port: int, listen: str, extra: list[str]) -> NoReturn:
