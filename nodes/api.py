@@ -19,6 +19,8 @@ that only newer cores have are detected here, once, before they are used:
 
 from __future__ import annotations
 
+import sys
+
 import dataclasses
 from typing import Any, TypeVar
 
@@ -73,3 +75,10 @@ class SearchAliases:
 
 __all__ = ["CATEGORY", "ComfyExtension", "HAS_SCHEMA_SEARCH_ALIASES", "SearchAliases", "advanced",
            "io", "schema", "ui"]
+
+
+def prompt_server() -> Any | None:
+    """ComfyUI's running PromptServer (its ``server`` module is imported before custom nodes),
+    or None outside a server: where the pack's HTTP routes are added."""
+    server_module = sys.modules.get("server")
+    return getattr(getattr(server_module, "PromptServer", None), "instance", None)

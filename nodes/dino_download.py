@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sys
 import threading
 import time
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from ..comfy_splice.dino.download import download_weights
 from ..comfy_splice.refusal import SpliceRefusal
 from . import paths
+from . import api
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,7 @@ def download(name: str, prompt_server: Any = None) -> dict[str, Any]:
 def add_routes() -> None:
     """Add the routes to ComfyUI's server once (no-op when no server is running)."""
     global _routes_added
-    server_module = sys.modules.get("server")  # ComfyUI's server.py, imported before custom nodes
-    prompt_server = getattr(getattr(server_module, "PromptServer", None), "instance", None)
+    prompt_server = api.prompt_server()
     if _routes_added or prompt_server is None:
         return
     from aiohttp import web

@@ -26,13 +26,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..comfy_splice.refusal import SpliceRefusal
 from ..comfy_splice.validation import json_depth, json_type, short
+from . import api
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,7 @@ async def _read_body(request: Any) -> bytes:
 def add_routes() -> None:
     """Add ``POST /splice/stop`` to ComfyUI's server once (no-op when no server is running)."""
     global _routes_added
-    server_module = sys.modules.get("server")  # ComfyUI's server.py, imported before custom nodes
-    prompt_server = getattr(getattr(server_module, "PromptServer", None), "instance", None)
+    prompt_server = api.prompt_server()
     if _routes_added or prompt_server is None:
         return
     from aiohttp import web
