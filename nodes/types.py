@@ -27,6 +27,9 @@ SpliceGenerator = io.Custom("SPLICE_GENERATOR")
 LossMap = io.Custom("LOSS_MAP")
 """ComfyUI's own loss-history type: ``{"loss": [float, ...]}`` (drawn by core's Plot Loss Graph)."""
 
+SpliceMaterialistic = io.Custom("SPLICE_MATERIALISTIC")
+"""A loaded Materialistic network (:class:`MaterialisticHandle`)."""
+
 LossKind = Literal["structure", "appearance"]
 
 
@@ -91,4 +94,25 @@ def check_generator(value: object, name: str = "generator") -> TrainedGenerator:
     if not isinstance(value, TrainedGenerator):
         raise ValueError(f"{name}: connect the output of '{names.TRAIN}' or "
                          f"'{names.LOAD_GENERATOR}' (got {type(value).__name__}).")
+    return value
+
+
+@dataclass(frozen=True, eq=False)
+class MaterialisticHandle:
+    """A Materialistic network loaded by "Load Materialistic (Splice)".
+
+    ``model`` is ``comfy_splice.materialistic.MaterialisticNet`` (its DINO part included), on the
+    CPU; Select Material moves it to the device. ``file_name`` is what the user picked; ``path``
+    where it was read from.
+    """
+
+    model: object
+    file_name: str
+    path: str
+
+
+def check_materialistic(value: object) -> MaterialisticHandle:
+    """The input is a loaded Materialistic network, or a ValueError naming the node that makes one."""
+    if not isinstance(value, MaterialisticHandle):
+        raise ValueError(f"materialistic: connect the output of '{names.LOAD_MATERIALISTIC}'.")
     return value
