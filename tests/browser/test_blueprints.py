@@ -8,7 +8,6 @@ Uses the shared fixtures of conftest.py (``page``, ``browser_server``, ``dino_we
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 from tools.assets import build_blueprints, make_examples
 from tools.harness import comfy_page
@@ -19,14 +18,7 @@ TITLE = build_blueprints.blueprints()[0].title
 
 
 def test_the_restyle_blueprint_runs_from_an_empty_canvas(page: comfy_page.ComfyPage, browser_server: ComfyServer,
-                                                         dino_weights: Path, artifacts: Path,
-                                                         xfail_on: Callable[..., None]) -> None:
-    xfail_on("under investigation (issue 18): on 1.58.1, and in 1.32.9's Nodes 2.0, the Save Image "
-             "node this test adds by script beside the blueprint shows no image in time",
-             version="1.58.1", strict=False)
-    xfail_on("under investigation (issue 18): on 1.58.1, and in 1.32.9's Nodes 2.0, the Save Image "
-             "node this test adds by script beside the blueprint shows no image in time",
-             version="1.32.9", nodes2=True, strict=False)
+                                                         dino_weights: Path, artifacts: Path) -> None:
     page.evaluate("() => window.app.graph.clear()")
     # The way an artist adds it: double-click the canvas, type, Enter.
     box = page.page.locator("canvas").first.bounding_box()

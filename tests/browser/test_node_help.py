@@ -9,8 +9,6 @@ node, select it, press the info button, and read the rendered page.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
-
 import pytest
 
 from tools.harness import comfy_page
@@ -29,23 +27,24 @@ def _first_paragraph(path: Path) -> str:
 
 
 @pytest.mark.parametrize("node_type", NODES)
-def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_type: str,
-                                               xfail_on: Callable[..., None]) -> None:
-    xfail_on("under investigation (issue 18): on 1.58.1 the help panel did not show the page in "
-             "the merged tree's run (it did on the branch that added the test)",
-             version="1.58.1", strict=False)
+def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_type: str) -> None:
     doc = DOCS / f"{node_type}.md"
     assert doc.is_file(), f"no help page {doc}"
     expected = _first_paragraph(doc)
-    page.evaluate("""(type) => {
+    node = page.evaluate("""(type) => {
         const app = window.app, canvas = app.canvas; app.graph.clear();
         const node = LiteGraph.createNode(type); app.graph.add(node);
         canvas.ds.scale = 1; canvas.ds.offset = [0, 0]; node.pos = [500, 400];  // well inside the view
-        canvas.deselectAll();
-        // Select as a click does: selectItems reports the selection change (select() alone does
-        // not on 1.32.9, and the toolbox would not appear).
-        if (canvas.selectItems) canvas.selectItems([node]); else canvas.select(node);
-        canvas.setDirty(true, true); }""", node_type)
+        canvas.deselectAll(); canvas.setDirty(true, true);
+        return node.id; }""", node_type)
+    # Select it as a user does: a click on its title (the toolbox follows a pointer selection).
+    x, y = page.evaluate("""(id) => {
+        const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
+        const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
+                                                          node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
+        const box = canvas.canvas.getBoundingClientRect();
+        return [box.left + cx, box.top + cy]; }""", node)
+    page.page.mouse.click(x, y)
     # The selection toolbox appears over the selected node; its info button opens the help.
     page.wait_for("""() => { const b = [...document.querySelectorAll('button')].find((b) => b.offsetParent
                         && b.querySelector('[class*="lucide--info"]'));

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from tools.assets import workflow_specs as bw
 from tools.harness import comfy_page
@@ -30,12 +27,7 @@ PROGRESS_JS = """() => {
 
 
 def test_stop_and_keep_button_ends_training_and_the_graph_goes_on(
-        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path,
-        frontend: Any) -> None:
-    if frontend.version == "1.58.1":
-        # skipped, not xfailed: a run that never ends costs the test's whole wait (minutes)
-        pytest.skip("under investigation (issue 17): on 1.58.1 the run did not end within the "
-                    "test's wait in the merged suite (the branch that added the matrix saw it pass)")
+        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path, artifacts: Path) -> None:
     spec = bw.basic_workflow()
     report = page.load_workflow(json.loads(spec.json_path.read_text()))
     assert report.nodes_with_errors == []

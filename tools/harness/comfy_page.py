@@ -359,9 +359,10 @@ class ComfyPage:
         """Select output nodes and run only what they need (``Comfy.QueueSelectedOutputNodes``)."""
         return self._queue_with("Comfy.QueueSelectedOutputNodes", node_ids, timeout_s)
 
-    def wait_for_images(self, node_ids: list[int], timeout_s: float = 60) -> dict[int, list[str]]:
+    def wait_for_images(self, node_ids: list[Any], timeout_s: float = 60) -> dict[Any, list[str]]:
         """Wait until each node shows at least one loaded image (``node.imgs``, decoded); return
-        the image URLs per node."""
+        the image URLs per node, keyed by the ids as given (1.58 gives a new node a string id,
+        1.32 a number: the caller's own value is the key either way)."""
         result = self.wait_for("""(ids) => {
             const out = {};
             for (const id of ids) {
@@ -371,7 +372,7 @@ class ComfyPage:
               out[id] = imgs.map((i) => i.src);
             }
             return out; }""", arg=node_ids, timeout_s=timeout_s, what=f"images on nodes {node_ids}")
-        return {int(k): v for k, v in result.items()}
+        return {node_id: result[str(node_id)] for node_id in node_ids}
 
 
 def open_app(context: BrowserContext, server_url: str, required_types: tuple[str, ...] = (),
