@@ -134,6 +134,9 @@ class SpliceMetrics(io.ComfyNode):
     def execute(cls, dino: object, output: Tensor, structure: Tensor,
                 appearance: Tensor, drift_scale: float = DRIFT_SCALE) -> io.NodeOutput:
         handle = check_dino(dino)
+        if not drift_scale > 0:
+            raise ValueError(f"drift_scale must be above 0, got {drift_scale}: it is the drift "
+                             f"shown white (default {DRIFT_SCALE}).")
         out = rt.image_to_core(output, "output")
         ref_s = rt.image_to_core(structure, "structure")
         ref_a = rt.image_to_core(appearance, "appearance")
@@ -150,9 +153,6 @@ class SpliceMetrics(io.ComfyNode):
         what = f"scoring {n} image(s)"
         _check_fits(handle, device, [out, ref_s, ref_a], what)
         backbone = rt.backbone_for(handle.backbone, device, for_training=False)
-        if not drift_scale > 0:
-            raise ValueError(f"drift_scale must be above 0, got {drift_scale}: it is the drift "
-                             f"shown white (default {DRIFT_SCALE}).")
         with rt.memory_guard(device, what, ANALYSIS_FIXES):
             distances, similarities, drift = splice_scores_with_drift(backbone, out, ref_s, ref_a, device)
         drift_map = drift_to_image(drift, handle.backbone, int(ref_s.shape[-2]), int(ref_s.shape[-1]))
