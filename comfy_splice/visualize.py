@@ -53,3 +53,31 @@ def _principal_axes(centred: Tensor, count: int) -> Tensor:
         gram = (centred.T @ centred).double()
         _, vectors = torch.linalg.eigh(gram)
         return vectors.flip(-1)[:, :count].to(centred.dtype)
+
+
+# A dark-to-light ramp (black, violet, crimson, orange, yellow, white): its brightness rises
+# with the value, so it reads in grey too, and no two values share a colour.
+HEAT_COLOURS = (
+    (0.00, 0.00, 0.00),
+    (0.27, 0.05, 0.45),
+    (0.74, 0.15, 0.33),
+    (0.97, 0.48, 0.10),
+    (0.99, 0.86, 0.30),
+    (1.00, 1.00, 1.00),
+)
+
+
+def heatmap(values: Tensor, scale: float) -> Tensor:
+    """[B, H, W] values -> [B, 3, H, W] colours on a fixed absolute scale ``0 .. scale``.
+
+    A fixed scale (not each image's own maximum) keeps one colour meaning one value across
+    runs, so two results can be compared side by side; values past ``scale`` show as white.
+    """
+    if not scale > 0:
+        raise ValueError(f"the heatmap scale must be above 0, got {scale}")
+    colours = torch.tensor(HEAT_COLOURS, dtype=torch.float32, device=values.device)
+    position = (values.float() / scale).clamp(0, 1) * (len(HEAT_COLOURS) - 1)
+    low = position.floor().long().clamp(max=len(HEAT_COLOURS) - 2)
+    fraction = (position - low).unsqueeze(-1)
+    rgb = colours[low] * (1 - fraction) + colours[low + 1] * fraction  # [B, H, W, 3]
+    return rgb.permute(0, 3, 1, 2).contiguous()

@@ -6,8 +6,8 @@ import torch
 from torch import Tensor
 
 from ..comfy_splice.descriptors import DescriptorConfig, estimate_bytes
-from ..comfy_splice.metrics import splice_scores
-from ..comfy_splice.visualize import self_similarity_pca
+from ..comfy_splice.metrics import drift_to_image, splice_scores_with_drift
+from ..comfy_splice.visualize import heatmap, self_similarity_pca
 from . import comfy_runtime as rt, names
 from .api import CATEGORY, advanced, io, ui
 from .errors import readable_errors
@@ -16,6 +16,8 @@ from .types import DinoHandle, SpliceDino, check_block, check_dino
 
 
 ANALYSIS_FIXES = "use fewer images at once, or free memory (close other programs or models)"
+DRIFT_SCALE = 0.2
+"""Default top of the drift heatmap's fixed scale (structure-distance units; white at and above)."""
 
 
 def _min_side(dino: DinoHandle) -> int:
@@ -92,7 +94,9 @@ class SpliceMetrics(io.ComfyNode):
                 "distance (MSE of the DINO keys' self-similarity between output and structure "
                 "image; lower keeps the structure better) and DINO-I (cosine similarity of the CLS "
                 "tokens of output and appearance image; higher is closer in appearance). Use the "
-                "paper's ViT-B/8 to compare with published numbers. Batches are averaged."),
+                "paper's ViT-B/8 to compare with published numbers. Batches are averaged. Also "
+                "maps where the structure drifted: the structure distance per location, as a "
+                "heatmap on a fixed scale and as a mask."),
             is_output_node=True,
             inputs=[
                 SpliceDino.Input("dino", tooltip=f"The DINO-ViT from '{names.LOAD_DINO}' (ViT-B/8 for "
@@ -101,22 +105,38 @@ class SpliceMetrics(io.ComfyNode):
                 io.Image.Input("structure", tooltip=("The structure image (one image, or one per output "
                                                      "image). The output is resized to its size.")),
                 io.Image.Input("appearance", tooltip="The appearance image (one image, or one per output image)."),
+                advanced(io.Float.Input(
+                    "drift_scale", default=DRIFT_SCALE, min=0.005, max=4.0, step=0.005, optional=True,
+                    tooltip=("Structure drift shown white in the heatmap (0 is black). A fixed scale: "
+                             "the same colour means the same drift in every run, so keep it equal "
+                             "when comparing results; raise it if the heatmap is mostly white."))),
             ],
             outputs=[
                 io.String.Output("report", display_name="report",
-                                 tooltip="Both numbers as text (also shown on the node after the run)."),
+                                 tooltip="The numbers as text (also shown on the node after the run)."),
                 io.Float.Output("structure_distance", display_name="structure_distance",
                                 tooltip="Mean structure distance over the batch (lower is better)."),
                 io.Float.Output("dino_i", display_name="dino_i",
                                 tooltip="Mean DINO-I over the batch (higher is better, at most 1)."),
+                io.Image.Output("drift_heatmap", display_name="drift_heatmap",
+                                tooltip=("Where the structure drifted: each location's share of the "
+                                         "structure distance, black 0 to white drift_scale, at the "
+                                         "structure image's size (one per output image).")),
+                io.Mask.Output("drift_map", display_name="drift_map",
+                               tooltip=("The same drift as numbers per pixel (structure-distance "
+                                        "units; it averages to the structure distance), e.g. to "
+                                        "threshold into a mask of where the layout changed.")),
             ],
         )
 
     @classmethod
     @readable_errors(names.METRICS)
     def execute(cls, dino: object, output: Tensor, structure: Tensor,
-                appearance: Tensor) -> io.NodeOutput:
+                appearance: Tensor, drift_scale: float = DRIFT_SCALE) -> io.NodeOutput:
         handle = check_dino(dino)
+        if not drift_scale > 0:
+            raise ValueError(f"drift_scale must be above 0, got {drift_scale}: it is the drift "
+                             f"shown white (default {DRIFT_SCALE}).")
         out = rt.image_to_core(output, "output")
         ref_s = rt.image_to_core(structure, "structure")
         ref_a = rt.image_to_core(appearance, "appearance")
@@ -134,14 +154,21 @@ class SpliceMetrics(io.ComfyNode):
         _check_fits(handle, device, [out, ref_s, ref_a], what)
         backbone = rt.backbone_for(handle.backbone, device, for_training=False)
         with rt.memory_guard(device, what, ANALYSIS_FIXES):
-            distances, similarities = splice_scores(backbone, out, ref_s, ref_a, device)
+            distances, similarities, drift = splice_scores_with_drift(backbone, out, ref_s, ref_a, device)
+        drift_map = drift_to_image(drift, handle.backbone, int(ref_s.shape[-2]), int(ref_s.shape[-1]))
         mean_distance, mean_similarity = float(distances.mean()), float(similarities.mean())
         lines = [f"structure distance: {mean_distance:.5f} (lower keeps the structure better)",
                  f"DINO-I: {mean_similarity:.4f} (higher is closer to the appearance)",
+                 f"structure drift: peak {float(drift.max()):.5f}, heatmap 0 (black) to "
+                 f"{drift_scale:g} (white)",
                  f"DINO-ViT: {handle.label}"]
         if n > 1:
             lines.append(f"mean over {n} images; per image:")
             lines += [f"  {i}: structure distance {d:.5f}, DINO-I {s:.4f}"
                       for i, (d, s) in enumerate(zip(distances.tolist(), similarities.tolist()))]
         report = "\n".join(lines)
-        return io.NodeOutput(report, mean_distance, mean_similarity, ui=ui.PreviewText(report))
+        # One image at a time: the colour ramp's temporaries stay at one image's size for videos.
+        colours = torch.cat([rt.image_to_comfy(heatmap(drift_map[i:i + 1], drift_scale))
+                             for i in range(drift_map.shape[0])])
+        return io.NodeOutput(report, mean_distance, mean_similarity, colours, drift_map.float().cpu(),
+                             ui=ui.PreviewText(report))

@@ -33,6 +33,7 @@ ADVANCED = {
     "SpliceStructureLoss": {"block"},
     "SpliceAppearanceLoss": {"block"},
     "SpliceVisualizeStructure": {"block"},
+    "SpliceMetrics": {"drift_scale"},
     "SpliceDinoCosegmentation": DESCRIPTOR_EXPERT | KMEANS_SALIENCY | {"outliers_thresh"},
     "SpliceDinoPartCosegmentation": DESCRIPTOR_EXPERT | KMEANS_SALIENCY,
     "SpliceDinoCorrespondences": DESCRIPTOR_EXPERT | {"thresh"},

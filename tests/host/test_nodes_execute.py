@@ -386,13 +386,23 @@ def test_visualize_structure_is_an_image_of_the_input_size(comfy: Comfy, dino: A
 def test_metrics_report_and_numbers(comfy: Comfy, dino: Any) -> None:
     a, b = inference_image(48, 64), inference_image(56, 56, seed=3)
     out = comfy.run("SpliceMetrics", dino=dino, output=a, structure=a, appearance=a)
-    report, distance, similarity = out.args
+    report, distance, similarity, heat, drift = out.args
     assert distance == pytest.approx(0.0, abs=1e-6) and similarity == pytest.approx(1.0, abs=1e-5)
     assert out.ui.as_dict() == {"text": (report,)}
     assert "structure distance" in report and "DINO-I" in report
+    assert "structure drift: peak 0.00000, heatmap 0 (black) to 0.2 (white)" in report
+    assert heat.shape == (1, 48, 64, 3) and drift.shape == (1, 48, 64)
+    assert heat.abs().max() == 0 and drift.abs().max() == 0  # nothing drifted: black
     batch = torch.cat([a, inference_image(48, 64, seed=4)])
-    out = comfy.run("SpliceMetrics", dino=dino, output=batch, structure=a, appearance=b)
-    assert out[1] > 0.0 and "per image" in out[0]
+    out = comfy.run("SpliceMetrics", dino=dino, output=batch, structure=a, appearance=b, drift_scale=0.05)
+    assert out[1] > 0.0 and "per image" in out[0] and "to 0.05 (white)" in out[0]
+    heat, drift = out[3], out[4]
+    # Structure a's size, one map per output image; the image scored against itself stays black.
+    assert heat.shape == (2, 48, 64, 3) and drift.shape == (2, 48, 64)
+    assert heat[0].abs().max() == 0 and heat[1].max() > 0.1
+    assert drift[1].mean().item() == pytest.approx(2 * out[1], rel=0.05)  # the batch mean is half
+    with pytest.raises(ValueError, match="drift_scale must be above 0"):
+        comfy.run("SpliceMetrics", dino=dino, output=a, structure=a, appearance=a, drift_scale=0.0)
     with pytest.raises(ValueError, match="appearance batch has 2 images and the output 3"):
         comfy.run("SpliceMetrics", dino=dino, output=torch.cat([batch, a]), structure=a,
                   appearance=torch.cat([b, b]))

@@ -72,7 +72,8 @@ def test_object_info_lists_every_node_with_tooltips(comfy_server: ComfyServer, s
     assert train["input"]["required"]["steps"][1]["min"] == 1
     assert train["input"]["required"]["seed"][1]["control_after_generate"] is True
     assert info["SpliceSaveGenerator"]["output_node"] is True
-    assert info["SpliceMetrics"]["output"] == ["STRING", "FLOAT", "FLOAT"]
+    # Outputs are referred to by index in saved workflows: new ones only ever come last.
+    assert info["SpliceMetrics"]["output"] == ["STRING", "FLOAT", "FLOAT", "IMAGE", "MASK"]
     # Core's Plot Loss Graph takes exactly the type Train Generator outputs.
     assert info["LossGraphNode"]["input"]["required"]["loss"][0] == "LOSS_MAP"
     options = info["SpliceLoadDINO"]["input"]["required"]["model_name"][1]["options"]
@@ -351,6 +352,13 @@ def test_visualize_structure_and_metrics(comfy_server: ComfyServer, splice_files
         "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "nodes/structure"}},
         "6": {"class_type": "SpliceMetrics", "inputs": {"dino": ["3", 0], "output": ["1", 0], "structure": ["1", 0],
                                                         "appearance": ["2", 0]}},
+        "7": {"class_type": "SaveImage", "inputs": {"images": ["6", 3], "filename_prefix": "nodes/no_drift"}},
+        # The appearance image (another size) scored as if it were the output: its structure drifted.
+        "8": {"class_type": "SpliceMetrics", "inputs": {"dino": ["3", 0], "output": ["2", 0], "structure": ["1", 0],
+                                                        "appearance": ["2", 0], "drift_scale": 0.1}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 3], "filename_prefix": "nodes/drift"}},
+        "10": {"class_type": "MaskToImage", "inputs": {"mask": ["8", 4]}},
+        "11": {"class_type": "SaveImage", "inputs": {"images": ["10", 0], "filename_prefix": "nodes/drift_map"}},
     }
     result = comfy_server.run(prompt, timeout=120).raise_for_status()
     picture = _saved_image(comfy_server, result, "5")
@@ -358,7 +366,14 @@ def test_visualize_structure_and_metrics(comfy_server: ComfyServer, splice_files
     assert np.asarray(picture).std() > 5
     (report,) = result.outputs["6"]["text"]
     assert "structure distance: 0.00000" in report  # the structure image scored against itself
-    assert "DINO-I:" in report
+    assert "DINO-I:" in report and "structure drift: peak 0.00000" in report
+    unchanged = _saved_image(comfy_server, result, "7")
+    assert unchanged.size == STRUCTURE_SIZE and not np.asarray(unchanged).any()  # all black
+    (report,) = result.outputs["8"]["text"]
+    assert "heatmap 0 (black) to 0.1 (white)" in report
+    heat, drift = _saved_image(comfy_server, result, "9"), _saved_image(comfy_server, result, "11")
+    assert heat.size == drift.size == STRUCTURE_SIZE  # at the structure image's size
+    assert heat.mode == "RGB" and np.asarray(heat).max() > 25 and np.asarray(drift).max() > 0
 
 
 # -- memory -----------------------------------------------------------------------------------------
