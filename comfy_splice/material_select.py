@@ -322,24 +322,19 @@ def model_scores(model: MaterialScorer, images: Tensor, query: Query, query_imag
     each click selects). Clicks are mapped to the working size of the image they are on.
     """
     device = torch.device(device)
-    size = tuple(images.shape[-2:])
+    size = (int(images.shape[-2]), int(images.shape[-1]))
     work = working_size(size[0], size[1], patch, short_side)
-    plans: list[tuple[Tensor, int | None]] = []
-    for b in range(images.shape[0]):
-        q = 0 if query_images is not None and query_images.shape[0] == 1 else b
-        qsize = work if query_images is None else working_size(
-            int(query_images.shape[-2]), int(query_images.shape[-1]), patch, short_side)
-        plans.append((model_clicks(query.masks[query.index(b)], qsize),
-                      None if query_images is None else q))
-    total, done = sum(int(clicks.shape[0]) for clicks, _ in plans), 0
+    qsize = work if query_images is None else working_size(
+        int(query_images.shape[-2]), int(query_images.shape[-1]), patch, short_side)
+    clicks_of = [model_clicks(query.masks[query.index(b)], qsize) for b in range(images.shape[0])]
+    total, done = sum(int(clicks.shape[0]) for clicks in clicks_of), 0
     out = []
-    for b, (clicks, q) in enumerate(plans):
+    for b, clicks in enumerate(clicks_of):
         target = to_working(images[b:b + 1].to(device), work)
-        reference = None
-        if q is not None and query_images is not None:
-            qimage = query_images[q:q + 1]
-            qsize = working_size(int(qimage.shape[-2]), int(qimage.shape[-1]), patch, short_side)
-            reference = to_working(qimage.to(device), qsize)
+        reference = None  # the clicks are on the target itself
+        if query_images is not None:
+            q = 0 if query_images.shape[0] == 1 else b
+            reference = to_working(query_images[q:q + 1].to(device), qsize)
         best: Tensor | None = None
         for click in clicks:
             with torch.no_grad():
