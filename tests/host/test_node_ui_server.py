@@ -25,6 +25,7 @@ PACK_NODES = {
     "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure", "SpliceMetrics",
     "SpliceSelectKeyframes", "SpliceDinoCosegmentation", "SpliceDinoPartCosegmentation",
     "SpliceDinoCorrespondences", "SpliceDinoFeaturesPCA", "SpliceCropToMask", "SpliceCompositeInMask",
+    "SpliceSelectMaterial",
 }
 DESCRIPTOR_EXPERT = {"block", "facet"}
 KMEANS_SALIENCY = {"elbow", "thresh", "votes_percentage", "sample_interval", "low_res_saliency"}
@@ -38,6 +39,7 @@ ADVANCED = {
     "SpliceDinoPartCosegmentation": DESCRIPTOR_EXPERT | KMEANS_SALIENCY,
     "SpliceDinoCorrespondences": DESCRIPTOR_EXPERT | {"thresh"},
     "SpliceDinoFeaturesPCA": DESCRIPTOR_EXPERT,
+    "SpliceSelectMaterial": {"threshold"},
 }
 ALIASES = {
     "SpliceTrainGenerator": {"style transfer", "restyle", "appearance transfer"},
@@ -46,6 +48,7 @@ ALIASES = {
     "SpliceDinoPartCosegmentation": {"segment"},
     "SpliceDinoCorrespondences": {"match"},
     "SpliceDinoFeaturesPCA": {"segment"},
+    "SpliceSelectMaterial": {"material", "segment"},
 }
 
 
