@@ -17,6 +17,7 @@ from .examples import install_example_inputs
 from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .keyframes import SpliceSelectKeyframes
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
+from .materialistic import SpliceLoadMaterialistic
 from .paths import register_folders
 from .regions import NODES as REGION_NODES
 from .stop import add_routes
@@ -35,6 +36,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     SpliceSelectKeyframes,
     *DESCRIPTOR_NODES,
     *REGION_NODES,
+    SpliceLoadMaterialistic,
 )
 
 
