@@ -406,10 +406,11 @@ def estimate_bytes(height: int, width: int, batch: int = 1, shape: HeadShape = H
     kernel materialises them (heads x T^2), and the block's activations (~10 x T x C), plus the
     four blocks' tokens kept. The head, per pixel P of the input: the four levels' maps cover
     P/4, P/16, P/64 and P/64 cells (about 0.35 x width x P floats, kept until fused), the finest
-    level's attention and fusion work on a few width x P/4 tensors at once, and the upsampled
-    fusion result is width x P at full size (the output's pointwise layers run in chunks): 4 x
-    width x P floats covers them; the measured peak is checked against this in
-    ``tests/core/test_materialistic_model.py``.
+    level's attention and fusion work on a few width x P/4 tensors at once plus a 3x3
+    convolution's unfolded input (9 x width x P/4 on the CPU), and the upsampled fusion result
+    is width x P at full size (the output's pointwise layers run in chunks): 6 x width x P
+    floats covers them (about 5 measured); ``tests/core/test_materialistic_model.py`` checks the
+    estimate against the measured peak.
     ``cross``: the query image's maps also exist while its reference embeddings are taken
     (a query of the same size is assumed).
     """
@@ -417,7 +418,7 @@ def estimate_bytes(height: int, width: int, batch: int = 1, shape: HeadShape = H
     vit = vit_heads * tokens * tokens + 10 * tokens * shape.vit_width
     kept_tokens = len(shape.blocks) * tokens * shape.vit_width
     pixels = height * width
-    head = 4 * shape.width * pixels
+    head = 6 * shape.width * pixels
     per_image = max(vit + kept_tokens, head) + (vit if cross else 0)
     return int(batch * per_image * bytes_per_value)
 

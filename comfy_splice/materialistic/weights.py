@@ -428,8 +428,6 @@ def _materialise(value: Any, path: Path, name: str) -> Tensor:
     try:
         if isinstance(value, _LazyTensor):
             value = value.load()
-        elif value.is_meta:
-            raise RuntimeError("meta tensor")  # pragma: no cover - safetensors are read whole
         tensor = value.to(dtype=torch.float32, copy=True, memory_format=torch.contiguous_format)
     except (ValueError, RuntimeError, OSError, zipfile.BadZipFile) as exc:
         raise _fail(path, f"{name} could not be read ({short_text(exc, 160)})") from None
@@ -473,6 +471,17 @@ def load_materialistic(path: str | os.PathLike, dino: DinoBackbone | None = None
     checked = check_file(path)
     if cancel is not None:
         cancel()
+    if path.suffix == ".safetensors":  # checked on its header; now read the data
+        from safetensors.torch import load_file
+
+        try:
+            state = _network_state(load_file(str(path), device="cpu"), path, set())
+        except MaterialisticWeightsError:
+            raise
+        except Exception as exc:  # safetensors' SafetensorError for data it cannot read
+            raise _fail(path, f"its data could not be read ({short_text(exc, 160)})") from None
+        checked = CheckedFile(checked.shape, {k: state[k] for k in checked.head},
+                              {k: state[VIT_PREFIX + k] for k in checked.vit}, checked.vit_shape)
     if checked.vit_shape is not None:
         weights = {k: _materialise(v, path, VIT_PREFIX + k) for k, v in checked.vit.items()}
         with torch.device("meta"):
