@@ -36,6 +36,7 @@ against (``comfy_splice.materialistic.weights``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -329,8 +330,8 @@ class MaterialisticNet(nn.Module):
         """
         self._check_images(target, "target")
         batch, height, width = target.shape[0], int(target.shape[-2]), int(target.shape[-1])
-        dtype = self.pixel_mlp[0].weight.dtype
-        device = self.pixel_mlp[0].weight.device
+        first = next(iter(self.pixel_mlp.parameters()))
+        dtype, device = first.dtype, first.device
         target = target.to(device=device, dtype=dtype)
         source = target if query is None else query
         if query is not None:
@@ -343,33 +344,36 @@ class MaterialisticNet(nn.Module):
         index = torch.arange(batch, device=device) if source.shape[0] == batch else \
             torch.zeros(batch, dtype=torch.long, device=device)
 
+        attentions = [cast(_CrossAttention, a) for a in self.attention]
+        fusions = [cast(_Fusion, f) for f in self.fusion]
         references: list[Tensor] = []
         if query is not None:
-            maps, grids = self._level_maps(source)
-            for attention, level_map, grid in zip(self.attention, maps, grids):
+            query_maps, grids = self._level_maps(source)
+            for attention, level_map, grid in zip(attentions, query_maps, grids):
                 normed = attention.normalised(level_map)
                 references.append(attention.reference_embedding(normed, grid, clicks, index))
-            del maps
-        maps: list[Tensor | None]
-        maps, grids = self._level_maps(target)  # type: ignore[assignment]
+            del query_maps
+        target_maps, grids = self._level_maps(target)
+        maps: list[Tensor | None] = list(target_maps)
+        del target_maps
         selected: list[Tensor] = []
-        for level, (attention, grid) in enumerate(zip(self.attention, grids)):
-            level_map, maps[level] = maps[level], None  # freed once normalised
-            assert level_map is not None
-            normed = attention.normalised(level_map)
-            del level_map
+        for level, (attention, grid) in enumerate(zip(attentions, grids)):
+            current, maps[level] = maps[level], None  # freed once normalised
+            if current is None:  # pragma: no cover - each level is visited once
+                raise RuntimeError("level map used twice")
+            normed = attention.normalised(current)
+            del current
             reference = references[level] if references else \
                 attention.reference_embedding(normed, grid, clicks, index)
             out = attention(normed, reference)
             selected.append(out.transpose(1, 2).reshape(batch, out.shape[2], *grid))
             del normed, out
-        del maps
-        path = self.fusion[3](selected[3])
+        path = fusions[3](selected[3])
         for level in (2, 1):
-            path = self.fusion[level](selected[level], path)
-        merged = self.fusion[0].merged(selected[0], path)
+            path = fusions[level](selected[level], path)
+        merged = fusions[0].merged(selected[0], path)
         del path, selected
-        return self._pixel_scores(merged, self.fusion[0].out_conv, (height, width))
+        return self._pixel_scores(merged, fusions[0].out_conv, (height, width))
 
     def _pixel_scores(self, merged: Tensor, out_conv: nn.Conv2d, size: tuple[int, int]) -> Tensor:
         """The finest fusion's 1x1 conv, the per-pixel MLP and the sigmoid, a few rows at a time
