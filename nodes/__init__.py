@@ -18,6 +18,7 @@ from .generator_io import SpliceLoadGenerator, SpliceSaveGenerator
 from .keyframes import SpliceSelectKeyframes
 from .losses import SpliceAppearanceLoss, SpliceStructureLoss
 from .material import SpliceSelectMaterial
+from .materialistic import SpliceLoadMaterialistic
 from .paths import register_folders
 from .regions import NODES as REGION_NODES
 from .stop import add_routes
@@ -36,6 +37,7 @@ NODES: tuple[type[io.ComfyNode], ...] = (
     SpliceSelectKeyframes,
     *DESCRIPTOR_NODES,
     *REGION_NODES,
+    SpliceLoadMaterialistic,
     SpliceSelectMaterial,
 )
 

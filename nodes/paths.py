@@ -1,9 +1,11 @@
 """Model folders of the pack, registered with ComfyUI's ``folder_paths``.
 
-Two namespaced keys ("dino" is already used by other packs):
+Two namespaced keys ("dino" is already used by other packs), and the Materialistic folder:
 
 - ``splice_dino``: DINO-ViT weights (``models/splice_dino`` by default);
-- ``splice_generators``: trained Splice generators (``models/splice_generators``).
+- ``splice_generators``: trained Splice generators (``models/splice_generators``);
+- ``materialistic``: the Materialistic checkpoint (``models/materialistic``), named as the
+  issue and the help page name it (no other pack is known to use the key).
 
 Registration *merges*: ComfyUI reads ``extra_model_paths.yaml`` before it imports custom nodes,
 so a user's ``splice_dino: /data/dino`` entry may already be there; its folders are kept, in
@@ -25,9 +27,11 @@ from ..comfy_splice.dino.models import DEFAULT_MODEL, DINO_MODELS
 
 DINO_FOLDER = "splice_dino"
 GENERATOR_FOLDER = "splice_generators"
+MATERIALISTIC_FOLDER = "materialistic"
 
 DINO_EXTENSIONS = frozenset({".pth", ".pt", ".safetensors"})
 GENERATOR_EXTENSIONS = frozenset({".safetensors"})
+MATERIALISTIC_EXTENSIONS = frozenset({".ckpt", ".pth", ".pt", ".safetensors"})
 
 # Both accepted spellings of each official model: the hub's safetensors (downloadable from the
 # UI) and the DINO release's .pth (what existing installs have).
@@ -51,9 +55,10 @@ def _register(key: str, extensions: frozenset[str]) -> None:
 
 
 def register_folders() -> None:
-    """Register both model folders; idempotent, safe to call from every entry point."""
+    """Register the pack's model folders; idempotent, safe to call from every entry point."""
     _register(DINO_FOLDER, DINO_EXTENSIONS)
     _register(GENERATOR_FOLDER, GENERATOR_EXTENSIONS)
+    _register(MATERIALISTIC_FOLDER, MATERIALISTIC_EXTENSIONS)
 
 
 def dino_folders() -> list[str]:
@@ -91,6 +96,26 @@ def generator_options() -> list[str]:
     """Trained generator files on disk (possibly empty)."""
     register_folders()
     return folder_paths.get_filename_list(GENERATOR_FOLDER)
+
+
+def materialistic_folders() -> list[str]:
+    """The folders searched for Materialistic checkpoints."""
+    register_folders()
+    return folder_paths.get_folder_paths(MATERIALISTIC_FOLDER)
+
+
+def materialistic_options() -> list[str]:
+    """Materialistic checkpoints on disk (possibly empty: the node then says where to put one)."""
+    register_folders()
+    return sorted(folder_paths.get_filename_list(MATERIALISTIC_FOLDER))
+
+
+def find_materialistic(file_name: str) -> str | None:
+    """Full path of a Materialistic checkpoint, or None."""
+    if not isinstance(file_name, str):
+        return None
+    register_folders()
+    return folder_paths.get_full_path(MATERIALISTIC_FOLDER, file_name)
 
 
 def find_dino(file_name: str) -> str | None:

@@ -29,6 +29,7 @@ CONTRACT_NODES = {
     "SpliceSaveGenerator", "SpliceLoadGenerator", "SpliceVisualizeStructure", "SpliceMetrics",
     "SpliceSelectKeyframes", "SpliceDinoCosegmentation", "SpliceDinoPartCosegmentation",
     "SpliceDinoCorrespondences", "SpliceDinoFeaturesPCA", "SpliceCropToMask", "SpliceCompositeInMask",
+    "SpliceLoadMaterialistic",
     "SpliceSelectMaterial",
 }
 
