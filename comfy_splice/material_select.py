@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .dino.vit import DinoBackbone, dino_input_size, imagenet_normalise
+from . import visualize
 from .refusal import SpliceRefusal
 
 WORKING_SHORT_SIDE = 512
@@ -374,22 +375,11 @@ def soft_mask(logits: Tensor, threshold: float = DEFAULT_THRESHOLD) -> Tensor:
     return torch.sigmoid(logits - math.log(threshold / (1.0 - threshold)))
 
 
-HEAT_STOPS = ((0.0, (0.0, 0.0, 0.02)), (0.25, (0.25, 0.04, 0.45)), (0.5, (0.75, 0.2, 0.35)),
-              (0.75, (0.98, 0.55, 0.05)), (1.0, (0.99, 1.0, 0.65)))
-"""A dark-to-bright colour ramp (black, purple, red, orange, pale yellow) like 'inferno': bright
-means "the clicked material"; readable in grey too (its brightness rises monotonically)."""
-
-
 def heatmap(scores: Tensor) -> Tensor:
-    """[B, 1, H, W] scores in [0, 1] -> [B, 3, H, W] colours of :data:`HEAT_STOPS`."""
-    positions = torch.tensor([p for p, _ in HEAT_STOPS], dtype=torch.float32)
-    colours = torch.tensor([c for _, c in HEAT_STOPS], dtype=torch.float32)  # [S, 3]
-    value = scores.float().clamp(0, 1)[:, 0]
-    upper = torch.bucketize(value, positions[1:-1], right=True) + 1  # stop above each value, 1..S-1
-    low, high = positions[upper - 1], positions[upper]
-    weight = ((value - low) / (high - low))[..., None]
-    picture = colours[upper - 1] * (1 - weight) + colours[upper] * weight
-    return picture.permute(0, 3, 1, 2)
+    """[B, 1, H, W] scores in [0, 1] -> [B, 3, H, W]: the pack's one colour ramp
+    (:func:`comfy_splice.visualize.heatmap`, as Splice Metrics' drift map), bright = the clicked
+    material."""
+    return visualize.heatmap(scores[:, 0], 1.0)
 
 
 # -- memory -----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from comfy_splice.materialistic.fixtures import TINY_HEAD, save_checkpoint, tiny_backbone, tiny_net
+from comfy_splice.materialistic.fixtures import save_checkpoint, tiny_backbone, tiny_net
 from comfy_splice.materialistic.net import (HeadShape, MaterialisticNet, authors_state_dict,
                                             estimate_bytes, key_table)
 from comfy_splice.materialistic.weights import MaterialisticWeightsError, load_materialistic
