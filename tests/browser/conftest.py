@@ -214,6 +214,7 @@ def app_page(browser: Any, browser_server: ComfyServer, frontend: Frontend) -> I
 def page(app_page: comfy_page.ComfyPage, request: pytest.FixtureRequest) -> Iterator[comfy_page.ComfyPage]:
     """The session's tab with no dialog open; on failure its screenshot goes to artifacts/."""
     app_page.close_dialogs()
+    app_page.reset_panels()
     yield app_page
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

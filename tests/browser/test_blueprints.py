@@ -37,11 +37,13 @@ def test_the_restyle_blueprint_runs_from_an_empty_canvas(page: comfy_page.ComfyP
     page.set_widget(node, "steps", TEST_STEPS)
     save = page.evaluate("""([id, structure, appearance]) => {
         const g = window.app.graph, bp = g.getNodeById(id);
-        const load = (name, y) => { const n = LiteGraph.createNode('LoadImage'); g.add(n); n.pos = [-400, y];
+        // Each node placed before it is added (Nodes 2.0 on 1.32.9 reads pos only then).
+        const load = (name, y) => { const n = LiteGraph.createNode('LoadImage');
+            n.pos = [bp.pos[0] - 400, bp.pos[1] + y]; g.add(n);
             n.widgets.find((w) => w.name === 'image').value = name; return n; };
         load(structure, 0).connect(0, bp, 0);
         load(appearance, 420).connect(0, bp, 1);
-        const save = LiteGraph.createNode('SaveImage'); g.add(save); save.pos = [bp.pos[0] + 400, 0];
+        const save = LiteGraph.createNode('SaveImage'); save.pos = [bp.pos[0] + 400, bp.pos[1]]; g.add(save);
         save.widgets.find((w) => w.name === 'filename_prefix').value = 'browser/blueprint';
         bp.connect(0, save, 0);
         return save.id; }""", [node, make_examples.STRUCTURE, make_examples.APPEARANCE])

@@ -33,8 +33,10 @@ def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_
     expected = _first_paragraph(doc)
     node = page.evaluate("""(type) => {
         const app = window.app, canvas = app.canvas; app.graph.clear();
-        const node = LiteGraph.createNode(type); app.graph.add(node);
-        canvas.ds.scale = 1; canvas.ds.offset = [0, 0]; node.pos = [500, 400];  // well inside the view
+        // Placed before it is added: Nodes 2.0 (1.32.9) takes a node's place from its pos when
+        // it joins the graph and does not follow later assignments.
+        const node = LiteGraph.createNode(type); node.pos = [500, 400];  // well inside the view
+        canvas.ds.scale = 1; canvas.ds.offset = [0, 0]; app.graph.add(node);
         canvas.deselectAll(); canvas.setDirty(true, true);
         return node.id; }""", node_type)
     # Select it as a user does: a click on its title (the toolbox follows a pointer selection).

@@ -16,9 +16,12 @@ from tools.harness.comfy_server import ComfyServer
 
 STEPS = 5000
 
+# The list starts empty for this test (the listener is added once per page): a progress event of
+# an earlier test's run on a node with the same id must not count as this run's first step.
 PROGRESS_JS = """() => {
-  if (window.__spliceProgress) return;
+  const fresh = window.__spliceProgress === undefined;
   window.__spliceProgress = [];
+  if (!fresh) return;
   window.comfyAPI.api.api.addEventListener('progress', (event) => {
     const d = event.detail || {};
     window.__spliceProgress.push({ node: String(d.node), value: d.value, prompt_id: d.prompt_id || null });
@@ -48,15 +51,7 @@ def test_stop_and_keep_button_ends_training_and_the_graph_goes_on(
     page.evaluate("() => window.app.extensionManager.command.execute('Comfy.QueuePrompt')")
     page.wait_for("(id) => window.__spliceProgress.some((p) => p.node === String(id) && p.value >= 1)",
                   arg=train, timeout_s=240, what="Train Generator's first step")
-    x, y = page.evaluate("""(id) => {
-        const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
-        const widget = node.widgets.find((w) => w.type === 'button');
-        const y = widget.y ?? widget.last_y;
-        const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
-                                                          node.pos[1] + y + LiteGraph.NODE_WIDGET_HEIGHT / 2]);
-        const box = canvas.canvas.getBoundingClientRect();
-        return [box.left + cx, box.top + cy]; }""", train)
-    page.page.mouse.click(x, y)
+    page.click_widget_button(train, "Stop and keep")
     prompt_id = page.wait_for(
         """(i) => { const e = window.__splice.events.slice(i).find((e) =>
               ['execution_success', 'execution_error', 'execution_interrupted'].includes(e.type));

@@ -200,6 +200,45 @@ class ComfyPage:
             except PlaywrightTimeout:
                 continue
 
+    def reset_panels(self) -> None:
+        """Close the sidebar tab and (1.58) the right side panel that an earlier test opened, and
+        take the focus off any text box: otherwise the keys a test types go to the node library's
+        search box instead of the canvas (seen after the help test on 1.58.1)."""
+        self.evaluate("""async () => {
+            const em = window.app.extensionManager, tabs = em.sidebarTab;
+            if (tabs && tabs.activeSidebarTabId) tabs.toggleSidebarTab(tabs.activeSidebarTabId);
+            const right = 'Comfy.RightSidePanel.IsOpen';
+            if (em.setting.get(right)) await em.setting.set(right, false);
+            if (document.activeElement && document.activeElement.blur) document.activeElement.blur(); }""")
+
+    def click_widget_button(self, node_id: Any, label: str) -> None:
+        """Click a node's button widget with the mouse, as a user does: in Nodes 2.0 it is a DOM
+        button inside the node's element; on the classic canvas it is drawn at the widget's row."""
+        dom = self.evaluate("""([id, label]) => {
+            const root = document.querySelector(`[data-node-id="${id}"]`);
+            if (!root) return false;
+            const b = [...root.querySelectorAll('button')].find((b) => b.offsetParent
+                        && (b.innerText || '').trim().startsWith(label));
+            if (!b) return false;
+            b.setAttribute('data-splice-test', 'widget-button'); return true; }""", [node_id, label])
+        if dom:
+            # The mouse at the button's centre (not locator.click: the node re-renders with
+            # every progress message, so Playwright's "stable element" wait may never end).
+            box = self.evaluate("""() => { const b = document.querySelector('[data-splice-test=widget-button]');
+                b.removeAttribute('data-splice-test'); const r = b.getBoundingClientRect();
+                return [r.left + r.width / 2, r.top + r.height / 2]; }""")
+            self.page.mouse.click(box[0], box[1])
+            return
+        x, y = self.evaluate("""([id, label]) => {
+            const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
+            const widget = node.widgets.find((w) => w.type === 'button' && (w.label || w.name).startsWith(label));
+            const y = widget.y ?? widget.last_y;
+            const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
+                                                              node.pos[1] + y + LiteGraph.NODE_WIDGET_HEIGHT / 2]);
+            const box = canvas.canvas.getBoundingClientRect();
+            return [box.left + cx, box.top + cy]; }""", [node_id, label])
+        self.page.mouse.click(x, y)
+
     def wait_for(self, script: str, arg: Any = None, timeout_s: float = 30, what: str = "") -> Any:
         """Poll a JS predicate until it returns a truthy value; return that value."""
         try:
@@ -367,7 +406,11 @@ class ComfyPage:
             const out = {};
             for (const id of ids) {
               const node = window.app.graph.getNodeById(id);
-              const imgs = (node && node.imgs) || [];
+              // The classic canvas keeps them on the node; Nodes 2.0 of 1.32.9 only draws them
+              // in the node's element (from the outputs store).
+              let imgs = (node && node.imgs) || [];
+              if (!imgs.length) imgs = [...document.querySelectorAll(`[data-node-id="${id}"] img`)]
+                .filter((i) => /[/]view[?]/.test(i.src));
               if (!imgs.length || !imgs.every((i) => i.complete && i.naturalWidth > 0)) return null;
               out[id] = imgs.map((i) => i.src);
             }
