@@ -294,6 +294,19 @@ def test_diffusion_workflow_runs_its_splice_part(page: comfy_page.ComfyPage, bro
     assert _image(preview).size == make_examples.IMAGE_SIZE
 
 
+def _run_masked_template(page: comfy_page.ComfyPage, browser_server: ComfyServer, spec: bw.WorkflowSpec,
+                         artifacts: Path) -> tuple[bytes, bytes, bytes]:
+    """Run a prepared template that changes A inside a mask from the page; the files its Save
+    Image and its two mask previews (A's, B's) wrote."""
+    run = page.queue(timeout_s=RUN_TIMEOUT_S)
+    _assert_success(run)
+    _finish(page, spec, spec.expect_images, artifacts)
+    (result,) = _saved_files(browser_server, run, spec.node_id("save"))
+    (mask_a,) = _saved_files(browser_server, run, spec.node_id("mask_a_preview"))
+    (mask_b,) = _saved_files(browser_server, run, spec.node_id("mask_b_preview"))
+    return result, mask_a, mask_b
+
+
 def test_region_workflow_changes_only_the_object(page: comfy_page.ComfyPage, browser_server: ComfyServer,
                                                  dino_weights: Path, artifacts: Path) -> None:
     """"Change the look of the object, keep the background", run as shipped from the page (steps
@@ -314,13 +327,7 @@ def test_region_workflow_changes_only_the_object(page: comfy_page.ComfyPage, bro
     _prepare_run(page, spec, workflow)
     feather = page.widget_value(spec.node_id("apply"), "feather")
     assert feather == 8
-    run = page.queue(timeout_s=RUN_TIMEOUT_S)
-    _assert_success(run)
-    _finish(page, spec, spec.expect_images, artifacts)
-
-    (mask_a,) = _saved_files(browser_server, run, spec.node_id("mask_a_preview"))
-    (mask_b,) = _saved_files(browser_server, run, spec.node_id("mask_b_preview"))
-    (result,) = _saved_files(browser_server, run, spec.node_id("save"))
+    result, mask_a, mask_b = _run_masked_template(page, browser_server, spec, artifacts)
     with Image.open(bw.WORKFLOWS_DIR / "input" / make_examples.OBJECT_STRUCTURE) as source:
         a = torch.from_numpy(np.asarray(source.convert("RGB")).copy())
     out = torch.from_numpy(np.asarray(_image(result).convert("RGB")).copy())
@@ -358,13 +365,7 @@ def test_material_workflow_changes_only_the_clicked_material(page: comfy_page.Co
                        ("select_b", make_examples.MATERIAL_CLICK_KNIT)):
         assert (page.widget_value(spec.node_id(key), "x"), page.widget_value(spec.node_id(key), "y")) == click
     feather = page.widget_value(spec.node_id("apply"), "feather")
-    run = page.queue(timeout_s=RUN_TIMEOUT_S)
-    _assert_success(run)
-    _finish(page, spec, spec.expect_images, artifacts)
-
-    (mask_a,) = _saved_files(browser_server, run, spec.node_id("mask_a_preview"))
-    (mask_b,) = _saved_files(browser_server, run, spec.node_id("mask_b_preview"))
-    (result,) = _saved_files(browser_server, run, spec.node_id("save"))
+    result, mask_a, mask_b = _run_masked_template(page, browser_server, spec, artifacts)
     with Image.open(bw.WORKFLOWS_DIR / "input" / make_examples.MATERIAL_STRUCTURE) as source:
         a = torch.from_numpy(np.asarray(source.convert("RGB")).copy()).int()
     out = torch.from_numpy(np.asarray(_image(result).convert("RGB")).copy()).int()
