@@ -5,6 +5,11 @@ a 512-pixel short side, so the 128x192 picture is scaled by exactly 4 and each t
 becomes one 16-pixel patch of the tiny ViT (see tests/core/test_material_select.py for why the
 random ViT then separates them). The query mask is painted as a grey PNG loaded by core's
 *Load Image (as Mask)*; the mask output comes back through *Convert Mask to Image* and SaveImage.
+
+With the network: *Load Materialistic* loads a tiny random network that the test writes in the
+authors' Lightning layout into the server's ``models/materialistic`` folder, and its output feeds
+*Select Material*'s ``materialistic`` input; the mask (in the picture, and clicked in another
+picture through ``query_image``) must be the core's selection with the same weights.
 """
 
 from __future__ import annotations
@@ -137,3 +142,93 @@ def test_a_bad_query_gets_the_readable_message(comfy_server: ComfyServer, files:
     assert result.error_message.startswith(expected), result.error_message
     assert "\n" not in result.error_message.strip()
     assert comfy_server.system_stats()["system"]  # still serving
+
+
+# -- with the network: Load Materialistic -> Select Material's `materialistic` input -------------
+
+NET_SEED = 3
+NET_FILE = "tiny_materialistic.ckpt"
+PICTURE_A, PICTURE_B = (131, 77), (96, 120)  # PIL (width, height): odd sizes, two shapes
+
+
+def _pictures() -> tuple[Image.Image, Image.Image]:
+    rng = np.random.default_rng(7)
+    a = Image.fromarray(rng.integers(0, 255, (PICTURE_A[1], PICTURE_A[0], 3), dtype=np.uint8))
+    b = Image.fromarray(rng.integers(0, 255, (PICTURE_B[1], PICTURE_B[0], 3), dtype=np.uint8))
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def network(comfy_server: ComfyServer, files: dict[str, str]) -> dict[str, str]:
+    """A tiny random network in the authors' Lightning layout, written where the server looks for
+    Materialistic checkpoints (``models/materialistic`` under its base directory), and two
+    pictures of other sizes."""
+    from comfy_splice.materialistic.fixtures import save_checkpoint, tiny_net
+
+    save_checkpoint(tiny_net(seed=NET_SEED), comfy_server.base_dir / "models" / "materialistic" / NET_FILE)
+    a, b = _pictures()
+    return {"a": comfy_server.upload_image(a, name="material_net_a.png"),
+            "b": comfy_server.upload_image(b, name="material_net_b.png")}
+
+
+def _network_graph(files: dict[str, str], network: dict[str, str], x: int, y: int,
+                   query_image: str | None = None) -> dict[str, Any]:
+    prompt = _graph({**files, **network}, image="a", mask=None, x=x, y=y)
+    prompt["8"] = {"class_type": "SpliceLoadMaterialistic", "inputs": {"model_name": NET_FILE}}
+    prompt[SELECT]["inputs"]["materialistic"] = ["8", 0]
+    if query_image is not None:
+        prompt["9"] = {"class_type": "LoadImage", "inputs": {"image": network[query_image]}}
+        prompt[SELECT]["inputs"]["query_image"] = ["9", 0]
+    return prompt
+
+
+def _expected_mask(x: int, y: int, cross: bool) -> np.ndarray:
+    """The same selection computed here with the core and the same random network, as the saved
+    PNG holds it (SaveImage truncates 255 * value)."""
+    import torch
+
+    from comfy_splice.material_select import select_material
+    from comfy_splice.materialistic.fixtures import tiny_net
+
+    def tensor(img: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255
+
+    a, b = _pictures()
+    with torch.inference_mode():
+        selection = select_material(tensor(a), torch.device("cpu"), model=tiny_net(seed=NET_SEED), x=x, y=y,
+                                    query_images=tensor(b) if cross else None, threshold=0.5)
+    return (selection.mask[0].clamp(0, 1) * 255).numpy().astype(np.uint8)
+
+
+def test_the_network_from_load_materialistic_gives_a_mask_at_the_images_size(
+        comfy_server: ComfyServer, files: dict[str, str], network: dict[str, str]) -> None:
+    assert NET_FILE in comfy_server.object_info()["SpliceLoadMaterialistic"]["input"]["required"]["model_name"][1][
+        "options"]
+    x, y = PICTURE_A[0] - 1, 5
+    result = comfy_server.run(_network_graph(files, network, x, y), timeout=300).raise_for_status()
+    mask = _saved(comfy_server, result, MASK_SAVE)[..., 0]
+    assert mask.shape == (PICTURE_A[1], PICTURE_A[0])
+    # The random network's scores mean nothing (the clicked pixel need not score above 0.5); the
+    # server's mask must be the core's selection with the same weights, clicked at x, y.
+    expected = _expected_mask(x, y, cross=False)
+    assert np.abs(mask.astype(int) - expected).max() <= 1
+    assert expected.min() < expected.max(), "the test needs a mask that is not flat"
+    (text,) = result.outputs[SELECT]["text"]
+    assert text.startswith("Materialistic network: ")
+    heat = _saved(comfy_server, result, HEAT_SAVE)
+    assert heat.shape == (PICTURE_A[1], PICTURE_A[0], 3)
+
+
+def test_the_network_selects_in_another_image_than_the_click(comfy_server: ComfyServer, files: dict[str, str],
+                                                            network: dict[str, str]) -> None:
+    """Clicked in B (``query_image``, another size), selected in A: the mask has A's size and is
+    the core's cross-image selection with the same network."""
+    x, y = PICTURE_B[0] - 1, PICTURE_B[1] - 1  # a click inside B that would be outside A
+    assert y >= PICTURE_A[1]
+    result = comfy_server.run(_network_graph(files, network, x, y, query_image="b"),
+                              timeout=300).raise_for_status()
+    mask = _saved(comfy_server, result, MASK_SAVE)[..., 0]
+    assert mask.shape == (PICTURE_A[1], PICTURE_A[0])
+    expected = _expected_mask(x, y, cross=True)
+    assert np.abs(mask.astype(int) - expected).max() <= 1
+    assert not np.array_equal(expected, _expected_mask(PICTURE_A[0] - 1, 5, cross=False))

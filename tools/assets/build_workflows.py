@@ -2,6 +2,7 @@
 
     python -m tools.assets.build_workflows            # rewrite workflows/*.json, *.jpg, screenshots/
     python -m tools.assets.build_workflows --check    # exit 1 if a rebuilt workflow differs
+    python -m tools.assets.build_workflows --only splice_material   # one workflow (its spec name)
 
 Why in the page: a workflow file is only "saved the way ComfyUI saves it" if ComfyUI saved it.
 This script starts a real ComfyUI (tools/harness/comfy_server.py, with this pack installed),
@@ -43,7 +44,7 @@ from tools.assets import make_examples
 from tools.assets.workflow_specs import (  # noqa: F401
     DINO_MODEL, DINO_MODEL_PTH, GENERATOR_FILE, MODE_ALWAYS, MODE_NEVER, REPO_ROOT, SD15_CHECKPOINT,
     TILE_CONTROLNET, WORKFLOWS, WORKFLOWS_DIR, WorkflowSpec, all_workflows, basic_workflow,
-    diffusion_workflow, region_workflow, video_workflow)
+    diffusion_workflow, material_workflow, region_workflow, video_workflow)
 from tools.harness import comfy_page
 from tools.harness.comfy_server import ComfyServer
 
@@ -149,9 +150,14 @@ def start_server(workdir: Path) -> ComfyServer:
     return server
 
 
-def build_all(check: bool = False, screenshots: bool = True) -> list[str]:
-    """Build every workflow; write them (or compare them, with check=True). Returns problems."""
+def build_all(check: bool = False, screenshots: bool = True, only: list[str] | None = None) -> list[str]:
+    """Build every workflow (or those whose spec name is in ``only``); write them (or compare
+    them, with check=True). Returns problems."""
     problems: list[str] = []
+    specs = [s for s in WORKFLOWS if not only or s.name in only]
+    unknown = sorted(set(only or ()) - {s.name for s in WORKFLOWS})
+    if unknown:
+        raise SystemExit(f"no workflow named {unknown}; the names are {[s.name for s in WORKFLOWS]}")
     with tempfile.TemporaryDirectory(prefix="splice-build-") as tmp:
         server = start_server(Path(tmp))
         try:
@@ -160,7 +166,7 @@ def build_all(check: bool = False, screenshots: bool = True) -> list[str]:
                 assert session.browser is not None
                 context = comfy_page.new_context(session.browser)
                 page = comfy_page.open_app(context, server.url, ("SpliceTrainGenerator",))
-                for spec in WORKFLOWS:
+                for spec in specs:
                     text = build_in_page(page, spec, version)
                     if check:
                         old = spec.json_path.read_text() if spec.json_path.is_file() else ""
@@ -188,9 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the committed files instead")
     parser.add_argument("--no-screenshots", action="store_true", help="skip workflows/screenshots/")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="build only this workflow (its spec name, e.g. splice_material); repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    problems = build_all(check=args.check, screenshots=not args.no_screenshots)
+    problems = build_all(check=args.check, screenshots=not args.no_screenshots, only=args.only)
     for problem in problems:
         log.error(problem)
     return 1 if problems else 0

@@ -7,7 +7,9 @@ are cartoons, but with the ingredients Splice needs: a *structure* image with cl
 objects in a different look (a snowy night), so that a trained generator has something
 semantic to transfer. The video is a slow pan over a wider version of the structure scene, the
 "train on its keyframes, apply to every frame" case; it has a short sound track (two soft
-chimes) so that the video workflow can show that the clip's audio is kept.
+chimes) so that the video workflow can show that the clip's audio is kept. The material pair
+(a room with a wooden floor and a fabric sofa; a knitted blanket on brushed metal before a stone
+wall) has textures drawn with numpy patterns, one per material, so that DINO tells them apart.
 
     python -m tools.assets.make_examples            # (re)write workflows/input/
     python -m tools.assets.make_examples --check    # exit 1 if the files differ from a fresh draw
@@ -40,10 +42,19 @@ VIDEO = "splice_frames_village.mp4"
 # Region-aware Splice: one object (a house) on a background in each image.
 OBJECT_STRUCTURE = "splice_object_cottage.png"
 OBJECT_APPEARANCE = "splice_object_gingerbread.png"
-ALL_FILES = (STRUCTURE, APPEARANCE, VIDEO, OBJECT_STRUCTURE, OBJECT_APPEARANCE)
+# Select by material: a room (wooden floor, a plain fabric sofa, a plaster wall) and another
+# scene (a red knitted blanket on a brushed-metal counter, a stone wall).
+MATERIAL_STRUCTURE = "splice_material_room.png"
+MATERIAL_APPEARANCE = "splice_material_knit.png"
+ALL_FILES = (STRUCTURE, APPEARANCE, VIDEO, OBJECT_STRUCTURE, OBJECT_APPEARANCE, MATERIAL_STRUCTURE,
+             MATERIAL_APPEARANCE)
 
 IMAGE_SIZE = (512, 384)
 OBJECT_SIZE = (384, 288)  # small files; big enough for the house's parts at DINO's 224 px
+MATERIAL_SIZE = IMAGE_SIZE
+# A pixel on each image's clicked material (x, y): the template's Select Material widgets.
+MATERIAL_CLICK_ROOM = (256, 232)   # the sofa's seat (fabric)
+MATERIAL_CLICK_KNIT = (262, 200)   # the middle of the knitted blanket
 VIDEO_SIZE = (384, 288)   # even sides (yuv420p), small enough for CPU runs
 VIDEO_FRAMES = 12
 VIDEO_FPS = 8
@@ -254,6 +265,159 @@ def object_appearance_image() -> Image.Image:
     return _texture(img, 4.0, rng)
 
 
+# -- select by material: textures drawn with numpy, so each material has its own pattern ----------
+
+
+def _smooth_noise(size: tuple[int, int], cell: int, rng: np.random.RandomState) -> np.ndarray:
+    """Value noise in [-1, 1] of feature size ``cell`` pixels: a coarse random grid, upsampled
+    bicubically ([h, w] float32)."""
+    w, h = size
+    coarse = rng.uniform(-1.0, 1.0, (h // cell + 2, w // cell + 2)).astype(np.float32)
+    up = Image.fromarray(coarse).resize(((w // cell + 2) * cell, (h // cell + 2) * cell),
+                                                  Image.Resampling.BICUBIC)
+    return np.asarray(up, np.float32)[:h, :w]
+
+
+def _wood_planks(size: tuple[int, int], rng: np.random.RandomState) -> np.ndarray:
+    """Floor boards: rows of planks with their own tone, wavy grain along their length, dark seams
+    and staggered end joints ([h, w, 3] float32, 0..255)."""
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    board = 24
+    row = (ys // board).astype(int)
+    local = ys - row * board
+    warp = 3.0 * np.sin(xs / 37.0 + row * 1.7) + 2.0 * _smooth_noise(size, 24, rng)
+    grain = 0.5 + 0.5 * np.sin(2 * np.pi * (local + warp) / 4.5)
+    joints = rng.uniform(0, 180, row.max() + 2)
+    plank = ((xs + joints[row]) // 180).astype(int)
+    tone = rng.uniform(0.82, 1.12, (row.max() + 2, w // 180 + 3))[row, plank]
+    base = np.array((152, 96, 54), np.float32)
+    wood = base * (0.78 + 0.26 * grain[..., None]) * tone[..., None]
+    seam = (local < 1.5) | (((xs + joints[row]) % 180) < 2)
+    wood[seam] = (58, 34, 20)
+    return wood
+
+
+def _woven_fabric(size: tuple[int, int], colour: tuple[int, int, int], rng: np.random.RandomState) -> np.ndarray:
+    """A plain-weave upholstery fabric: a fine over/under checker of threads with a slub noise."""
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w]
+    weave = np.where(((xs // 2) + (ys // 2)) % 2 == 0, 1.06, 0.94).astype(np.float32)
+    slub = 1.0 + 0.05 * _smooth_noise(size, 6, rng)
+    return np.array(colour, np.float32) * (weave * slub)[..., None]
+
+
+def _knit(size: tuple[int, int], colour: tuple[int, int, int]) -> np.ndarray:
+    """Chunky stocking-stitch knit: columns of V-shaped stitches, each leg a rounded, tilted bump
+    with dark gaps between them ([h, w, 3] float32)."""
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    cw, ch = 16.0, 14.0
+    u, v = xs % cw, ys % ch
+    bump = np.zeros((h, w), np.float32)
+    for cx, angle in ((4.0, 0.55), (12.0, -0.55)):  # the two legs of the V
+        dx, dy = u - cx, v - ch / 2
+        a = dx * math.cos(angle) - dy * math.sin(angle)
+        b = dx * math.sin(angle) + dy * math.cos(angle)
+        r2 = (a / 3.6) ** 2 + (b / 7.8) ** 2
+        bump = np.maximum(bump, np.clip(1.0 - r2, 0.0, 1.0))
+    shade = 0.35 + 0.8 * np.sqrt(bump)
+    return np.array(colour, np.float32) * shade[..., None]
+
+
+def _stone_wall(size: tuple[int, int], rng: np.random.RandomState) -> np.ndarray:
+    """Irregular grey stones (a Voronoi diagram) in light mortar, each stone of its own tone,
+    darker towards its edge, with a fine speckle."""
+    w, h = size
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    seeds = np.stack([rng.uniform(0, w, 70), rng.uniform(0, h, 70)], axis=1).astype(np.float32)
+    d = np.sqrt((xs[..., None] - seeds[:, 0]) ** 2 + (ys[..., None] - seeds[:, 1]) ** 2)
+    nearest = np.argsort(d, axis=-1)[..., :2]
+    d1 = np.take_along_axis(d, nearest[..., :1], -1)[..., 0]
+    d2 = np.take_along_axis(d, nearest[..., 1:2], -1)[..., 0]
+    tones = rng.uniform(125, 185, len(seeds)).astype(np.float32)
+    tint = np.array((1.0, 0.98, 0.93), np.float32)
+    edge = np.clip((d2 - d1) / 10.0, 0.0, 1.0)
+    stone = (tones[nearest[..., 0]] * (0.72 + 0.28 * edge))[..., None] * tint
+    stone += rng.normal(0.0, 5.0, (h, w, 1)).astype(np.float32)
+    stone[(d2 - d1) < 1.8] = (196, 190, 176)
+    return stone
+
+
+def _brushed_metal(size: tuple[int, int], rng: np.random.RandomState) -> np.ndarray:
+    """Brushed steel: long horizontal streaks (noise smeared along x) under a soft highlight."""
+    w, h = size
+    streaks = Image.fromarray(rng.normal(0.0, 1.0, (h, w)).astype(np.float32))  # mode F
+    streaks = streaks.resize((w // 32, h), Image.Resampling.BOX)
+    smear = np.asarray(streaks.resize((w, h), Image.Resampling.BILINEAR), np.float32)
+    t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    light = 0.85 + 0.2 * np.exp(-((t - 0.35) ** 2) / 0.05)
+    value = (172.0 + 40.0 * smear) * light
+    return value[..., None] * np.array((0.97, 0.99, 1.03), np.float32)
+
+
+def _paste(canvas: np.ndarray, texture: np.ndarray, mask: Image.Image) -> None:
+    """Put ``texture`` into ``canvas`` where the drawn ``mask`` (L, same size) is set."""
+    where = np.asarray(mask) > 127
+    canvas[where] = texture[where]
+
+
+def material_structure_image() -> Image.Image:
+    """A room: a plaster wall with a window, a wooden floor and a plain blue-grey fabric sofa
+    (the fabric is the material the template restyles)."""
+    w, h = MATERIAL_SIZE
+    rng = np.random.RandomState(5)
+    floor_y = 262
+    wall = np.array((226, 216, 196), np.float32) * (1.0 + 0.035 * _smooth_noise(MATERIAL_SIZE, 40, rng))[..., None]
+    canvas = wall.copy()
+    canvas[floor_y:] = _wood_planks((w, h - floor_y), rng)
+    canvas[floor_y - 6:floor_y] = (236, 232, 222)  # skirting board
+    # The window: sky behind a white frame.
+    canvas[28:118, 390:480] = _vertical_gradient((90, 90), (120, 170, 226), (196, 222, 244))
+    sofa = Image.new("L", MATERIAL_SIZE, 0)
+    draw = ImageDraw.Draw(sofa)
+    draw.rounded_rectangle([110, 132, 402, 232], radius=22, fill=255)   # back
+    draw.rounded_rectangle([96, 200, 416, 290], radius=16, fill=255)    # seat
+    draw.rounded_rectangle([78, 180, 136, 296], radius=20, fill=255)    # arms
+    draw.rounded_rectangle([376, 180, 434, 296], radius=20, fill=255)
+    fabric = _woven_fabric(MATERIAL_SIZE, (78, 108, 134), rng)
+    ys = np.arange(h, dtype=np.float32)[:, None, None]
+    fabric *= 1.08 - 0.22 * np.clip((ys - 132) / 170.0, 0.0, 1.0)  # lit from above
+    _paste(canvas, fabric, sofa)
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle([390, 28, 480, 118], outline=(248, 248, 244), width=6)
+    draw.line([435, 28, 435, 118], fill=(248, 248, 244), width=4)
+    draw.line([390, 73, 480, 73], fill=(248, 248, 244), width=4)
+    for x in (160, 256, 352):  # cushion seams and the seat's front edge
+        draw.line([x, 140, x, 226], fill=(52, 72, 92), width=2)
+    draw.line([136, 236, 376, 236], fill=(52, 72, 92), width=2)
+    for x in (108, 400):  # legs
+        draw.rectangle([x - 6, 294, x + 6, 308], fill=(60, 38, 24))
+    return _texture(img, 3.0, rng)
+
+
+def material_appearance_image() -> Image.Image:
+    """Another scene: a red knitted blanket (the material whose look is taken) hanging over a
+    brushed-metal counter in front of a stone wall."""
+    w, h = MATERIAL_SIZE
+    rng = np.random.RandomState(6)
+    counter_y = 250
+    canvas = _stone_wall(MATERIAL_SIZE, rng)
+    canvas[counter_y:] = _brushed_metal((w, h - counter_y), rng)
+    canvas[counter_y:counter_y + 4] = (96, 100, 108)  # the counter's front edge
+    blanket = Image.new("L", MATERIAL_SIZE, 0)
+    draw = ImageDraw.Draw(blanket)
+    top = [(150 + 6 * k, 96 + 5 * math.sin(k * 1.3)) for k in range(41)]
+    bottom = [(390 - 6 * k, 330 + 8 * math.sin(k * 0.9)) for k in range(41)]
+    draw.polygon(top + bottom, fill=255)
+    knit = _knit(MATERIAL_SIZE, (196, 44, 52))
+    knit *= (1.0 + 0.06 * _smooth_noise(MATERIAL_SIZE, 30, rng))[..., None]
+    _paste(canvas, knit, blanket)
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    return _texture(img, 2.0, rng)
+
+
 def video_frames() -> list[Image.Image]:
     """A left-to-right pan over the structure scene (the structure image's own scale)."""
     w, h = VIDEO_SIZE
@@ -309,6 +473,8 @@ def render_all() -> dict[str, bytes]:
         VIDEO: encode_mp4(video_frames(), audio=clip_audio()),
         OBJECT_STRUCTURE: png_bytes(object_structure_image()),
         OBJECT_APPEARANCE: png_bytes(object_appearance_image()),
+        MATERIAL_STRUCTURE: png_bytes(material_structure_image()),
+        MATERIAL_APPEARANCE: png_bytes(material_appearance_image()),
     }
 
 

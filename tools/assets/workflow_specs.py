@@ -429,9 +429,80 @@ def region_workflow() -> WorkflowSpec:
         expect_images=["save", "mask_a_preview", "mask_b_preview"])
 
 
+MATERIAL_NOTE = """**This graph: give one material of A the look of one material of B.** Each *Select
+Material* clicks a material at its *x*, *y* (here the sofa's fabric in A and the knitted blanket
+in B) and returns a mask of every pixel made of it. *Train Generator* takes the look from B's
+material only (*appearance_mask*: B cropped to the material's box); *Splice Output* changes A only
+inside A's material mask (*mask*, feathered), and the rest of A stays as it is.
+
+**Click with the mask editor instead of x/y:** right-click a *Load Image*, *Open in MaskEditor*,
+paint a dot (or a stroke) on the material, *Save*; then connect that *Load Image*'s MASK to the
+*Select Material*'s *query_mask* (x and y are then ignored).
+
+The previews show both masks. Without a *Load Materialistic* connected, *Select Material* compares
+DINO's descriptors (training-free, not the paper's network): if a mask takes too much, raise its
+*threshold*, if too little, lower it. For the paper's network, put the authors' checkpoint into
+`models/materialistic/` and connect *Load Materialistic* to both *materialistic* inputs."""
+
+
+def material_workflow() -> WorkflowSpec:
+    """Select by material: one material of A restyled with the look of one material of B."""
+    nodes, links = _splice_core()
+    structure, appearance = nodes[0], nodes[1]
+    structure.widgets = {"image": make_examples.MATERIAL_STRUCTURE}
+    structure.title = "A: the picture whose material changes"
+    appearance.widgets = {"image": make_examples.MATERIAL_APPEARANCE}
+    appearance.title = "B: the picture with the material to take"
+    (ax, ay), (bx, by) = make_examples.MATERIAL_CLICK_ROOM, make_examples.MATERIAL_CLICK_KNIT
+    nodes = [_note(
+        "Restyles one material of A (all of it) with a material of B. Change first: the two images "
+        "and the click (x, y) on each Select Material.", MATERIAL_NOTE, 900)] + nodes + [
+        NodeSpec("select_a", "SpliceSelectMaterial", (X_DINO, 480), {"x": ax, "y": ay},
+                 title="A's material (the click: x, y)", size=(320, 190)),
+        NodeSpec("select_b", "SpliceSelectMaterial", (X_DINO, 780), {"x": bx, "y": by},
+                 title="B's material (the click: x, y)", size=(320, 190)),
+        NodeSpec("mask_a", "MaskToImage", (X_TRAIN, 780), {}, size=(220, 26)),
+        NodeSpec("mask_b", "MaskToImage", (X_TRAIN, 860), {}, size=(220, 26)),
+        NodeSpec("mask_a_preview", "PreviewImage", (X_APPLY, 780), {}, title="A's material (what changes)",
+                 size=(320, 300)),
+        NodeSpec("mask_b_preview", "PreviewImage", (X_SAVE, 780), {},
+                 title="B's material (where the look comes from)", size=(320, 300)),
+        NodeSpec("apply", "SpliceApply", (X_APPLY, 0), {"batch_size": 4, "feather": 4}, size=(300, 150)),
+        NodeSpec("save", "SaveImage", (X_SAVE, 0), {"filename_prefix": "splice/material"}, size=(420, 400)),
+    ]
+    links += [
+        ("dino", "dino", "select_a", "dino"),
+        ("structure", "IMAGE", "select_a", "image"),
+        ("dino", "dino", "select_b", "dino"),
+        ("appearance", "IMAGE", "select_b", "image"),
+        ("select_b", "mask", "train", "appearance_mask"),
+        ("select_a", "mask", "mask_a", "mask"),
+        ("select_b", "mask", "mask_b", "mask"),
+        ("mask_a", "IMAGE", "mask_a_preview", "images"),
+        ("mask_b", "IMAGE", "mask_b_preview", "images"),
+        ("train", "generator", "apply", "generator"),
+        ("structure", "IMAGE", "apply", "images"),
+        ("select_a", "mask", "apply", "mask"),
+        ("apply", "image", "save", "images"),
+    ]
+    groups = [
+        GroupSpec("Inputs", ["structure", "appearance"], "#8A8"),
+        GroupSpec("DINO, losses, materials", ["dino", "structure_loss", "appearance_loss", "select_a",
+                                              "select_b"], "#88A"),
+        GroupSpec("The masks", ["mask_a", "mask_b", "mask_a_preview", "mask_b_preview"], "#a1309b"),
+        GroupSpec("Train on B's material, change A's", ["train", "apply", "save"], "#b58b2a"),
+    ]
+    return WorkflowSpec(
+        "splice_material", "Splice - restyle one material",
+        "Select by material: click a material in A and one in B (Select Material); train on B's material "
+        "only and change every pixel of A's material, the rest of A stays as it is.",
+        nodes, links, groups,
+        expect_images=["save", "mask_a_preview", "mask_b_preview"])
+
+
 def all_workflows() -> list[WorkflowSpec]:
     return [basic_workflow(), video_workflow(), diffusion_workflow(controlnet=False),
-            diffusion_workflow(controlnet=True), region_workflow()]
+            diffusion_workflow(controlnet=True), region_workflow(), material_workflow()]
 
 
 WORKFLOWS = all_workflows()
