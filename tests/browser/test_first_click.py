@@ -99,7 +99,11 @@ def _node_text(page: comfy_page.ComfyPage, node_id: int, needle: str) -> str:
 
 
 def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
-        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path) -> None:
+        page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path,
+        xfail_on: Callable[..., None]) -> None:
+    xfail_on("1.32.9's Nodes 2.0 never draws a widget added after a workflow is loaded to one of "
+             "its nodes, ComfyUI's own progress-text widget included (the live loss is not shown "
+             "there either); a node created in the session does draw them", version="1.32.9", nodes2=True)
     spec = bw.basic_workflow()
     for name in ("splice_structure_village.png", "splice_appearance_winter.png"):
         assert (browser_server.input_dir / name).is_file(), "the pack did not put its example inputs in place"

@@ -35,18 +35,13 @@ def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_
         const app = window.app, canvas = app.canvas; app.graph.clear();
         // Placed before it is added: Nodes 2.0 (1.32.9) takes a node's place from its pos when
         // it joins the graph and does not follow later assignments.
-        const node = LiteGraph.createNode(type); node.pos = [500, 400];  // well inside the view
-        canvas.ds.scale = 1; canvas.ds.offset = [0, 0]; app.graph.add(node);
-        canvas.deselectAll(); canvas.setDirty(true, true);
+        const node = LiteGraph.createNode(type); node.pos = [500, 400]; app.graph.add(node);
+        // A note up and to the left keeps room above the node for the toolbox once the view fits.
+        const note = LiteGraph.createNode('Note'); note.pos = [0, 0]; app.graph.add(note);
+        canvas.deselectAll();
         return node.id; }""", node_type)
-    # Select it as a user does: a click on its title (the toolbox follows a pointer selection).
-    x, y = page.evaluate("""(id) => {
-        const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
-        const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
-                                                          node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
-        const box = canvas.canvas.getBoundingClientRect();
-        return [box.left + cx, box.top + cy]; }""", node)
-    page.page.mouse.click(x, y)
+    page.fit_view()  # through the app's command, so that Nodes 2.0's node layer follows the view
+    page.click_node_title(node)  # selected as a user does: the toolbox follows a pointer selection
     # The selection toolbox appears over the selected node; its info button opens the help.
     page.wait_for("""() => { const b = [...document.querySelectorAll('button')].find((b) => b.offsetParent
                         && b.querySelector('[class*="lucide--info"]'));

@@ -211,6 +211,23 @@ class ComfyPage:
             if (em.setting.get(right)) await em.setting.set(right, false);
             if (document.activeElement && document.activeElement.blur) document.activeElement.blur(); }""")
 
+    def click_node_title(self, node_id: Any) -> None:
+        """Click a node's title bar with the mouse (selects it as a user does). In Nodes 2.0 the
+        node is an element placed by the app's own transform, which can lag a direct change of
+        the canvas' offset or scale: its box is read from the page, not computed."""
+        x, y = self.evaluate("""(id) => {
+            const el = document.querySelector(`[data-node-id="${id}"]`);
+            if (el && el.offsetParent) {
+                const r = el.getBoundingClientRect();
+                return [r.left + r.width / 2, r.top + Math.min(12, r.height / 4)];
+            }
+            const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
+            const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
+                                                              node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
+            const box = canvas.canvas.getBoundingClientRect();
+            return [box.left + cx, box.top + cy]; }""", node_id)
+        self.page.mouse.click(x, y)
+
     def click_widget_button(self, node_id: Any, label: str) -> None:
         """Click a node's button widget with the mouse, as a user does: in Nodes 2.0 it is a DOM
         button inside the node's element; on the classic canvas it is drawn at the widget's row."""
@@ -399,20 +416,28 @@ class ComfyPage:
         return self._queue_with("Comfy.QueueSelectedOutputNodes", node_ids, timeout_s)
 
     def wait_for_images(self, node_ids: list[Any], timeout_s: float = 60) -> dict[Any, list[str]]:
-        """Wait until each node shows at least one loaded image (``node.imgs``, decoded); return
-        the image URLs per node, keyed by the ids as given (1.58 gives a new node a string id,
-        1.32 a number: the caller's own value is the key either way)."""
+        """Wait until each node shows at least one loaded image (``node.imgs`` on the classic
+        canvas, an image in the node's element in Nodes 2.0, decoded); return the image URLs per
+        node, keyed by the ids as given (1.58 gives a new node a string id, 1.32 a number)."""
         result = self.wait_for("""(ids) => {
             const out = {};
             for (const id of ids) {
               const node = window.app.graph.getNodeById(id);
-              // The classic canvas keeps them on the node; Nodes 2.0 of 1.32.9 only draws them
-              // in the node's element (from the outputs store).
-              let imgs = (node && node.imgs) || [];
-              if (!imgs.length) imgs = [...document.querySelectorAll(`[data-node-id="${id}"] img`)]
+              const loaded = (imgs) => imgs.length && imgs.every((i) => i.complete && i.naturalWidth > 0);
+              const imgs = (node && node.imgs) || [];
+              if (imgs.length) {  // the classic canvas keeps the decoded images on the node
+                if (!loaded(imgs)) return null;
+                out[id] = imgs.map((i) => i.src);
+                continue;
+              }
+              // Nodes 2.0 draws them in the node's element, one of a batch at a time: the shown
+              // one must have loaded; the batch is the node's outputs as the app stored them.
+              const drawn = [...document.querySelectorAll(`[data-node-id="${id}"] img`)]
                 .filter((i) => /[/]view[?]/.test(i.src));
-              if (!imgs.length || !imgs.every((i) => i.complete && i.naturalWidth > 0)) return null;
-              out[id] = imgs.map((i) => i.src);
+              const stored = ((window.app.nodeOutputs || {})[String(id)] || {}).images || [];
+              if (!loaded(drawn) || !stored.length) return null;
+              out[id] = stored.map((i) => `/view?filename=${encodeURIComponent(i.filename)}`
+                                         + `&subfolder=${encodeURIComponent(i.subfolder || '')}&type=${i.type}`);
             }
             return out; }""", arg=node_ids, timeout_s=timeout_s, what=f"images on nodes {node_ids}")
         return {node_id: result[str(node_id)] for node_id in node_ids}
