@@ -200,9 +200,24 @@ def resolve_devices(choice: str) -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 
 
+def planned_backward_mode(backbone: Any, structure: "torch.Tensor", appearance: "torch.Tensor",
+                          config: Any, device: str) -> str:
+    """The generator's backward mode a real run of ``config`` on these images would train in
+    here: the training plan's choice (``comfy_splice.budget.plan_training``) from this machine's
+    free memory (RAM on the CPU, the device's free memory on CUDA)."""
+    from comfy_splice.budget import plan_training, standalone_memory
+    from comfy_splice.memory import vit_shape
+
+    plan = plan_training((int(structure.shape[-2]), int(structure.shape[-1])),
+                         (int(appearance.shape[-2]), int(appearance.shape[-1])), int(structure.shape[0]),
+                         vit_shape(backbone), config, standalone_memory(device), "bench")
+    return str(plan.backward_mode)
+
+
 def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor", device: str,
                dtype: str = "auto", seed: int = 0) -> Any:
-    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE).
+    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE), training
+    in the generator's backward mode its plan picks here (:func:`planned_backward_mode`).
 
     Configured without full-image steps (``full_image_every=0``), so that every step after the
     trainer's warm-up is a regular one: the benchmarks time the trainer's own ``step()`` and
@@ -213,7 +228,8 @@ def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor"
 
     backbone = build_backbone(model, device=device, seed=seed)
     config = TrainConfig(seed=seed, dtype=dtype, full_image_every=0)
-    return SpliceTrainer(backbone, structure, appearance, config, device)
+    mode = planned_backward_mode(backbone, structure, appearance, config, device)
+    return SpliceTrainer(backbone, structure, appearance, config, device, backward_mode=mode)
 
 
 def ours_warmup_steps() -> int:

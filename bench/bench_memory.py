@@ -14,7 +14,8 @@ on for ``--regular-steps`` pairs of a regular and a full-image step. It prints p
   once while it is alive), plus the weights and images that exist before the step. This is
   what a GPU would need at least, without allocator rounding or library workspaces;
 * the estimate comfy_splice.memory.estimate_training_peak gives for the same sizes (the
-  pre-flight budget check of Train Generator uses it);
+  pre-flight budget check of Train Generator uses it). The trainer runs in the generator's
+  lean backward mode (the least a run needs; the one the refusal is measured against);
 * peak RSS of the whole process on the CPU (Python, torch, the ViT, allocator caches).
 
     python -m bench.bench_memory --model dino_vitb8 --sizes 512x512 1920x1080 4032x3024

@@ -77,6 +77,7 @@ def run_one(args: argparse.Namespace) -> dict[str, object]:
         "device": device, "model": model, "size": size,
         "structure": list(structure.shape[-2:]), "appearance": list(appearance.shape[-2:]),
         "dtype": str(trainer.autocast_dtype or torch.float32).replace("torch.", ""),
+        "backward_mode": trainer.generator.backward_mode,
         "median": stats.median, "min": stats.minimum, "max": stats.maximum, "n": stats.count,
         "times": times, "load": _common.load_average(), "threads": torch.get_num_threads(),
     }
@@ -99,7 +100,8 @@ def format_result(r: dict[str, object], warmup: int) -> str:
     median = float(r["median"])  # type: ignore[arg-type]
     projection = median * 2000
     projected = f"{projection / 60:.1f} min" if projection >= 120 else f"{projection:.1f} s"
-    return (f"ours {r['model']} {r['size']}px {r['device']} {r['dtype']} {r['threads']} threads: "
+    return (f"ours {r['model']} {r['size']}px {r['device']} {r['dtype']} {r['threads']} threads, "
+            f"generator backward {r['backward_mode']}: "
             f"median {median:.3f} s/step "
             f"(min {r['min']:.3f}, max {r['max']:.3f}, n={r['n']} after {warmup} warm-up); "
             f"{memory}; 2000 steps ~ {projected}")

@@ -59,7 +59,8 @@ def compare(model: str, args: argparse.Namespace, reference_dir: Path, dino_dir:
     ref_params = sum(p.numel() for p in reference.criterion.extractor.model.parameters())
     our_params = sum(p.numel() for p in ours.backbone.parameters())
     print(f"\n{model} {args.size}px {args.device} fp32, torch threads {torch.get_num_threads()}; "
-          f"ViT parameters: reference {ref_params / 1e6:.2f} M, ours {our_params / 1e6:.2f} M",
+          f"ViT parameters: reference {ref_params / 1e6:.2f} M, ours {our_params / 1e6:.2f} M; "
+          f"our generator backward mode {ours.generator.backward_mode} (the training plan's choice here)",
           flush=True)
     for _ in range(args.warmup):
         reference.step()

@@ -236,8 +236,9 @@ def measure_training(report: Report, profile: Profile, model: str, size: str, hw
     # both kinds come early and are timed from the same trainer; a full-image step costs the
     # same whether it is the 2nd or the 75th (its whole-image target is cached from step 0).
     config = TrainConfig(dtype=dtype, full_image_every=2, seed=0)
-    trainer = SpliceTrainer(backbone, smooth_image(height, width, 1), smooth_image(height, width, 2),
-                            config, device)
+    structure, appearance = smooth_image(height, width, 1), smooth_image(height, width, 2)
+    mode = _common.planned_backward_mode(backbone, structure, appearance, config, device)
+    trainer = SpliceTrainer(backbone, structure, appearance, config, device, backward_mode=mode)
     for _ in range(profile.warmup_steps):
         trainer.step()
     times: dict[str, list[float]] = {"regular": [], "full": []}
@@ -261,7 +262,8 @@ def measure_training(report: Report, profile: Profile, model: str, size: str, hw
     item = f"{model} {size} {dtype}"
     report.add("training", {
         "item": item, "status": "ok", "model": model, "size": size, "height": height, "width": width,
-        "dtype": dtype, "autocast": str(trainer.autocast_dtype), "regular_s": regular, "full_s": full,
+        "dtype": dtype, "autocast": str(trainer.autocast_dtype), "backward_mode": mode,
+        "regular_s": regular, "full_s": full,
         "regular_times_s": times["regular"], "full_times_s": times["full"],
         "steps_2000_s": (PAPER_STEPS - n_full) * regular + n_full * full,
         "steps_2000_estimated_from": measured,
@@ -269,10 +271,10 @@ def measure_training(report: Report, profile: Profile, model: str, size: str, hw
                            f"(a full-image step every {every}); start-up not included"})
     vit = vit_shape(trainer.backbone)
     for kind in ("regular", "full"):
-        estimate = estimate_training_peak(hw, hw, vit, full_image=kind == "full")
+        estimate = estimate_training_peak(hw, hw, vit, full_image=kind == "full", backward_mode=mode)
         report.add("memory", {
             "item": f"{item} {kind}", "status": "ok", "model": model, "size": size, "dtype": dtype,
-            "kind": kind, "peak_bytes": peaks[kind], "estimate_bytes": estimate,
+            "kind": kind, "backward_mode": mode, "peak_bytes": peaks[kind], "estimate_bytes": estimate,
             "ratio": _ratio(peaks[kind], estimate),
             "peak_source": ("torch.cuda.max_memory_allocated, reset per step" if device.startswith("cuda")
                             else "TensorPeakTracker (tensor bytes; no allocator on the CPU)"
@@ -283,7 +285,8 @@ def section_training(report: Report, profile: Profile) -> None:
     """Training step times (section training) and their peak memory (section memory)."""
     report.note("training", "2000-step times are estimated from the measured steps (see each row's "
                 "steps_2000_rule), not whole runs")
-    report.note("memory", "the estimate is estimate_training_peak (fp32 tensors, an upper bound); "
+    report.note("memory", "the estimate is estimate_training_peak (fp32 tensors, an upper bound) "
+                "in the generator backward mode the run's plan picked (backward_mode); "
                 "'full' is a full-image step with every term on, 'regular' any other step")
     backbones: dict[str, DinoBackbone] = {}
     for model, size, hw in profile.training:

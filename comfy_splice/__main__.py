@@ -22,9 +22,11 @@ from PIL import Image
 from .dino.download import download_weights
 from .dino.models import DEFAULT_MODEL, DINO_MODELS, WeightsError
 from .dino.weights import load_backbone
+from .budget import plan_training, standalone_memory
 from .checkpoint import save_generator
 from .generator import apply_generator
 from .losses import AppearanceLoss, IdentityLoss, StructureLoss
+from .memory import vit_shape
 from .metrics import splice_scores
 from .run import TrainConfig
 from .train import stack_keyframes, train_generator
@@ -129,13 +131,18 @@ def main(argv: list[str] | None = None) -> int:
             structure=StructureLoss(args.structure_weight, args.block),
             appearance=AppearanceLoss(args.appearance_weight, args.block),
             identity=IdentityLoss(args.identity_weight, args.block))
+        plan = plan_training((int(structure.shape[-2]), int(structure.shape[-1])),
+                             (int(appearance.shape[-2]), int(appearance.shape[-1])),
+                             int(structure.shape[0]), vit_shape(backbone), config,
+                             standalone_memory(device), "splice")
         from tqdm import tqdm
 
         with tqdm(total=config.steps, disable=args.quiet, desc="splice", unit="step") as bar:
             trained = train_generator(
                 backbone, structure, appearance, config, device,
                 on_step=lambda done, total: bar.update(done - bar.n),
-                on_log=lambda step, losses: bar.set_postfix(loss=f"{losses['loss']:.4f}"))
+                on_log=lambda step, losses: bar.set_postfix(loss=f"{losses['loss']:.4f}"),
+                backward_mode=plan.backward_mode)
         results = apply_generator(trained.generator, structure, device, batch_size=1)
         for index, path in enumerate(outputs):
             result = results[index: index + 1]

@@ -25,7 +25,7 @@ CHANNELS_UP = (16, 32, 64, 128, 128)
 CHANNELS_SKIP = (4, 4, 4, 4, 4)
 MULTIPLE = 2 ** len(CHANNELS_DOWN)
 MIN_SIDE = 2 * MULTIPLE  # the deepest level must keep more than one pixel to normalise
-# Levels whose activations are recomputed in backward instead of kept (activation
+# Levels whose activations are recomputed in backward instead of kept in the LEAN mode (activation
 # checkpointing, with the lean merge below): all five. Recomputation is exact (every norm is per
 # image, no randomness; bitwise, see _LeanMerge), so only time changes. Training memory per
 # pixel (TensorPeakTracker, fp32, the output's gradient included): 1420 bytes for the plain
@@ -37,7 +37,16 @@ CHECKPOINTED_LEVELS = 5
 # large groups, so the number of calls, which costs time on a GPU, stays small.
 MERGE_GROUP = 4
 GROUP_ELEMENTS = 1 << 22
-CHECKPOINTING = True  # False: keep every activation (for comparisons; same numbers, more memory)
+# How a generator with grad keeps what its backward needs, chosen per run (the training plan,
+# comfy_splice/budget.py, from the memory free; set on SpliceGenerator.backward_mode, so two runs
+# in one process never share the choice). Both give the same outputs and gradients bit for bit.
+# LEAN: the whole pass and every level checkpointed and the lean merge (426 bytes per pixel,
+# one generator call's activations at a time); it recomputes the forward, so a step costs more.
+# PLAIN: autograd keeps every activation (1420 bytes per pixel, for every generated image of the
+# step at once), nothing is recomputed.
+LEAN = "lean"
+PLAIN = "plain"
+BACKWARD_MODES = (LEAN, PLAIN)
 
 
 def padding(height: int, width: int) -> tuple[int, int, int, int]:
@@ -138,18 +147,19 @@ class _Level(nn.Module):
         self.merge = nn.Sequential(_norm(skip + inner_out), *_conv_block(skip + inner_out, up, 3),
                                    *_conv_block(up, up, 1))
 
-    def forward(self, x: Tensor, head: nn.Conv2d | None = None) -> Tensor:
+    def forward(self, x: Tensor, head: nn.Conv2d | None = None, lean: bool = False) -> Tensor:
         """The level's output; with ``head`` (level 0), the image sigmoid(head(output)).
 
         The head is applied here so that the merge's lean backward covers it too: otherwise its
         input, 16 channels at full resolution, would be held next to the merge's gradient.
+        ``lean``: checkpoint this level and use the lean merge (the LEAN mode, with grad).
         """
-        if (CHECKPOINTING and self.level < CHECKPOINTED_LEVELS and torch.is_grad_enabled()
+        if (lean and self.level < CHECKPOINTED_LEVELS and torch.is_grad_enabled()
                 and not _autocast_on(x.device)):
             return self._forward_checkpointed(x, head)
         deep = self.down(x)
         if self.inner is not None:
-            deep = self.inner(deep)
+            deep = self.inner(deep, None, lean)
         skip = self.skip(x)
         # the upsampled tensor lives only inside the concatenation (no second full-size copy)
         out = self.merge(torch.cat((skip, _upsample(deep)), dim=1))
@@ -162,7 +172,7 @@ class _Level(nn.Module):
         skip = checkpoint(self.skip, x, use_reentrant=False, preserve_rng_state=False)
         deep = checkpoint(self.down, x, use_reentrant=False, preserve_rng_state=False)
         if self.inner is not None:
-            deep = self.inner(deep)
+            deep = self.inner(deep, None, True)
         return _LeanMerge.apply(self, head, skip, deep, *self._merge_params(head))
 
     # The merge as units "conv -> post": post is per channel (norm and LeakyReLU, or the head's
@@ -357,16 +367,19 @@ class SpliceGenerator(nn.Module):
     """[B, 3, H, W] in [0, 1] -> [B, 3, H, W] in [0, 1], any H and W.
 
     Sizes that are not multiples of 32 are padded (edge replication, so no black border enters
-    the per-image statistics) and cropped back.
+    the per-image statistics) and cropped back. ``backward_mode`` (LEAN or PLAIN, LEAN unless
+    the run's plan says otherwise) is how a pass with grad keeps what its backward needs; it
+    changes memory and time, never a value.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.body = _Level(0, 3)
         self.head = nn.Conv2d(CHANNELS_UP[0], 3, 1)
+        self.backward_mode = LEAN
 
-    def _run(self, x: Tensor) -> Tensor:
-        return self.body(x, self.head)  # sigmoid(head(body(x)))
+    def _run(self, x: Tensor, lean: bool = False) -> Tensor:
+        return self.body(x, self.head, lean)  # sigmoid(head(body(x)))
 
     def forward(self, x: Tensor) -> Tensor:
         height, width = x.shape[-2:]
@@ -374,11 +387,13 @@ class SpliceGenerator(nn.Module):
         padded = bool(top or bottom or left or right)
         if padded:
             x = F.pad(x, (left, right, top, bottom), mode="replicate")
-        if CHECKPOINTING and torch.is_grad_enabled():
+        if self.backward_mode not in BACKWARD_MODES:
+            raise ValueError(f"backward_mode is {self.backward_mode!r}; use one of {', '.join(BACKWARD_MODES)}")
+        if self.backward_mode == LEAN and torch.is_grad_enabled():
             # Keep only the input for backward; the whole pass is recomputed there (with its
             # own level checkpoints), one generator call at a time, so a step that runs G on
             # several images never holds more than one image's activations.
-            y = checkpoint(self._run, x, use_reentrant=False, preserve_rng_state=False)
+            y = checkpoint(self._run, x, True, use_reentrant=False, preserve_rng_state=False)
         else:
             y = self._run(x)
         if padded:

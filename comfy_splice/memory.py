@@ -23,6 +23,7 @@ import torch
 
 from . import streaming
 from .dino.vit import dino_input_size
+from .generator import BACKWARD_MODES, LEAN
 from .refusal import downscale_advice, format_bytes, memory_refusal
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,10 @@ MIB = 1 << 20
 # Training: one G(image) with grad at a time (every level checkpointed and the lean merge, see
 # generator.py; 426 measured, the output and its gradient included).
 GEN_TRAIN_BYTES_PER_PIXEL = 460
+# Training in the PLAIN mode (plain autograd, nothing recomputed): 1420 measured for one image's
+# forward and backward; every generated image of a step keeps its activations until its backward,
+# so the estimate counts this for each of them at once, next to the ViT's phase.
+GEN_TRAIN_PLAIN_BYTES_PER_PIXEL = 1500
 # Every generated image keeps its output and the gradient of the output (3 channels each) plus
 # the augmented input until the step ends.
 GEN_KEPT_BYTES_PER_PIXEL = 48
@@ -81,9 +86,10 @@ def _dino_tokens(height: int, width: int, patch: int, short_side: int = 224,
 
 def estimate_training_peak(structure_hw: tuple[int, int], appearance_hw: tuple[int, int],
                            vit: ViTShape, full_image: bool = True, keyframes: int = 1,
-                           overhead: float = 1.0) -> int:
+                           overhead: float = 1.0, backward_mode: str = LEAN) -> int:
     """Upper bound of the bytes of tensors a training step needs at these image sizes (fp32),
-    times ``overhead`` (:func:`overhead_for` the training device).
+    times ``overhead`` (:func:`overhead_for` the training device), with the generator's
+    ``backward_mode`` (``comfy_splice.generator``: LEAN or PLAIN).
 
     ``full_image``: whether the run has full-image steps (every ``full_image_every`` steps G
     runs on the whole structure image too). Crops are at most the image's height squared.
@@ -95,8 +101,12 @@ def estimate_training_peak(structure_hw: tuple[int, int], appearance_hw: tuple[i
     saved activations and the self-similarities exist, and the generator's backward, which
     SpliceTrainer orders after every ViT backward (the ViT's activations are gone by then) and
     which rebuilds one image's activations at a time. Checked against the measured peaks in
-    ``tests/core/test_memory.py`` (``bench/bench_memory.py``'s figures, up to 12 MP).
+    ``tests/core/test_memory.py`` (``bench/bench_memory.py``'s figures, up to 12 MP). In the
+    PLAIN mode every generated image's activations live from its forward to its backward, through
+    the ViT's phase, so they add to it instead.
     """
+    if backward_mode not in BACKWARD_MODES:
+        raise ValueError(f"backward_mode is {backward_mode!r}; use one of {', '.join(BACKWARD_MODES)}")
     (sh, sw), (ah, aw) = structure_hw, appearance_hw
     crop_a = min(sh, sw) ** 2
     crop_b = min(ah, aw) ** 2
@@ -113,9 +123,13 @@ def estimate_training_peak(structure_hw: tuple[int, int], appearance_hw: tuple[i
     vit_phase = sum(4 * VIT_SAVED_FLOATS_PER_TOKEN_WIDTH_PER_BLOCK * vit.depth * vit.embed_dim * t
                     + 4 * 6 * t * t for t in tokens)
     targets = 4 * keyframes * tokens[-1] * vit.embed_dim if full_image else 0
-    generator_phase = GEN_TRAIN_BYTES_PER_PIXEL * largest
     weights = 4 * vit.params + 4 * 4 * 1_100_000  # ViT, generator + grads + Adam's two moments
-    tensors = images + targets + kept + max(vit_phase, generator_phase) + weights + FIXED_OVERHEAD
+    if backward_mode == LEAN:
+        phases = max(vit_phase, GEN_TRAIN_BYTES_PER_PIXEL * largest)
+    else:
+        generated = crop_a + crop_b + (sh * sw if full_image else 0)
+        phases = vit_phase + GEN_TRAIN_PLAIN_BYTES_PER_PIXEL * generated
+    tensors = images + targets + kept + phases + weights + FIXED_OVERHEAD
     return int(tensors * overhead)
 
 

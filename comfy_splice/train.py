@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .augment import PairAugmenter
 from .dino.vit import DinoBackbone, Features, splice_input
-from .generator import build_generator
+from .generator import BACKWARD_MODES, LEAN, build_generator
 from .losses import self_similarity_mse, zero_like
 from .refusal import SpliceRefusal
 from .run import (LOSS_TERMS, MIN_IMAGE_SIDE, TrainConfig, TrainedGenerator, TrainState,
@@ -131,10 +131,18 @@ def downscale(image: Tensor, max_megapixels: float) -> Tensor:
 
 
 class SpliceTrainer:
-    """One Splice optimisation problem; ``step()`` advances it by one step without host syncs."""
+    """One Splice optimisation problem; ``step()`` advances it by one step without host syncs.
+
+    ``backward_mode``: how the generator keeps what its backward needs (LEAN or PLAIN, see
+    ``comfy_splice.generator``), the training plan's choice (``comfy_splice.budget``); the same
+    numbers either way.
+    """
 
     def __init__(self, backbone: DinoBackbone, structure: Tensor, appearance: Tensor,
-                 config: TrainConfig, device: torch.device | str) -> None:
+                 config: TrainConfig, device: torch.device | str, *,
+                 backward_mode: str = LEAN) -> None:
+        if backward_mode not in BACKWARD_MODES:
+            raise ValueError(f"backward_mode is {backward_mode!r}; use one of {', '.join(BACKWARD_MODES)}")
         structure = stack_keyframes(structure)
         check_image(appearance, "appearance")
         self.device = torch.device(device)
@@ -148,6 +156,7 @@ class SpliceTrainer:
                                           config.max_megapixels)
         self.generator = build_generator(config.seed).to(self.device)
         self.generator.train()
+        self.generator.backward_mode = backward_mode
         self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr,
                                           betas=(config.betas[0], config.betas[1]))
         self.augmenter = PairAugmenter(config.seed)
@@ -358,6 +367,7 @@ class SpliceTrainer:
         self.flush_logs()
         generator = copy.deepcopy(self.generator).cpu()
         generator.eval()
+        generator.backward_mode = LEAN  # the run's choice does not travel with the result
         return TrainedGenerator(generator=generator, config=self.config,
                                 backbone_name=self.backbone.name, history=self.history,
                                 state=self.export_state())
@@ -379,8 +389,8 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
                     max_seconds: float | None = None,
                     checkpoint_every: int = 0,
                     on_checkpoint: Callable[[TrainedGenerator], None] | None = None,
-                    find_init: Callable[[str, str], TrainedGenerator | None] | None = None
-                    ) -> TrainedGenerator:
+                    find_init: Callable[[str, str], TrainedGenerator | None] | None = None,
+                    backward_mode: str = LEAN) -> TrainedGenerator:
     """Train a generator on one pair and return it (on the CPU) with its loss history.
 
     ``structure`` is one image [1, 3, H, W] or K keyframes of one size [K, 3, H, W]
@@ -400,9 +410,11 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
     returns at once); the images' fingerprint is only known once they are prepared, hence the
     callback. ``on_checkpoint`` gets a snapshot every ``checkpoint_every`` steps before the
     last. ``on_log`` gets the latest losses every ``log_every`` steps, ``on_preview`` G(A)
-    every ``preview_every`` steps.
+    every ``preview_every`` steps. ``backward_mode``: the training plan's
+    (:class:`comfy_splice.budget.TrainingPlan`); LEAN, the one that needs least memory, by default.
     """
-    trainer = SpliceTrainer(backbone, structure, appearance, config, device)
+    trainer = SpliceTrainer(backbone, structure, appearance, config, device,
+                            backward_mode=backward_mode)
     if init is None and find_init is not None:
         init = find_init(trainer.pair_id, trainer.backbone.name)
     if init is not None:
@@ -436,5 +448,6 @@ def train_generator(backbone: DinoBackbone, structure: Tensor, appearance: Tenso
     state = trainer.export_state()
     generator = trainer.generator.cpu()
     generator.eval()  # per-image normalisation: eval and train compute the same thing
+    generator.backward_mode = LEAN  # the run's choice does not travel with the result
     return TrainedGenerator(generator=generator, config=config, backbone_name=backbone.name,
                             history=trainer.history, state=state)

@@ -309,7 +309,8 @@ class SpliceTrainGenerator(SearchAliases, io.ComfyNode):
                     max_seconds=60.0 * float(max_minutes) if max_minutes > 0 else None,
                     checkpoint_every=autosave.every, on_checkpoint=autosave.save,
                     on_log=progress.log,
-                    find_init=None if init is not None else partial(autosave.find_resumable, config))
+                    find_init=None if init is not None else partial(autosave.find_resumable, config),
+                    backward_mode=plan.backward_mode)
             autosave.save(trained)
             if autosave.resumed is not None:
                 _report_resume(autosave.resumed, trained.steps_done, progress)

@@ -17,7 +17,7 @@ import torch
 
 import comfy_splice.generator as generator_module
 from comfy_splice.dino.vit import DinoBackbone
-from comfy_splice.generator import apply_generator, build_generator
+from comfy_splice.generator import LEAN, PLAIN, apply_generator, build_generator
 from comfy_splice.measure import TensorPeakTracker, release_heap
 from comfy_splice.refusal import MemoryBudgetError
 from comfy_splice.memory import (CPU_RESIDENT_OVERHEAD, ViTShape,
@@ -32,9 +32,9 @@ from .conftest import synthetic_image
 
 def _grads(checkpointing: bool, monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...],
            group_elements: int) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
-    monkeypatch.setattr(generator_module, "CHECKPOINTING", checkpointing)
     monkeypatch.setattr(generator_module, "GROUP_ELEMENTS", group_elements)
     net = build_generator(3)
+    net.backward_mode = LEAN if checkpointing else PLAIN
     x = torch.rand(*shape, generator=torch.Generator().manual_seed(4))
     y = net(x)
     (y * torch.linspace(0, 1, shape[-1])).square().mean().backward()
@@ -60,9 +60,9 @@ def test_lean_training_gives_the_plain_networks_output_and_gradients_bit_for_bit
 
 
 def _train_peak(checkpointing: bool, monkeypatch: pytest.MonkeyPatch, size: int = 192) -> int:
-    monkeypatch.setattr(generator_module, "CHECKPOINTING", checkpointing)
     monkeypatch.setattr(generator_module, "GROUP_ELEMENTS", 1)  # a large image's groups
     net = build_generator(0)
+    net.backward_mode = LEAN if checkpointing else PLAIN
     x = torch.rand(1, 3, size, size)
     tracker = TensorPeakTracker()
     tracker.add([x, *net.parameters()])
