@@ -69,10 +69,9 @@ class Frontend:
 ALL_FRONTENDS = tuple(Frontend(version, nodes2)
                       for version in (provision.PINNED_FRONTEND_VERSION, provision.NEW_FRONTEND_VERSION)
                       for nodes2 in (False, True))
-# The cells `make test` runs by default: the ones whose whole browser suite has been seen green.
-# COMFY_SPLICE_FRONTENDS picks others: "all", or cell ids separated by commas
-# (e.g. "fe1.58.1-nodes2"). Nodes 2.0 on both versions is not yet green in the merged suite.
-DEFAULT_FRONTENDS = ("fe1.32.9-classic", "fe1.58.1-classic")
+# The cells `make test` runs by default: all four. COMFY_SPLICE_FRONTENDS picks fewer: cell ids
+# separated by commas (e.g. "fe1.58.1-nodes2"), or "all".
+DEFAULT_FRONTENDS = tuple(f.id for f in ALL_FRONTENDS)
 FRONTENDS_ENV = "COMFY_SPLICE_FRONTENDS"
 
 

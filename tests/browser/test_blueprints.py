@@ -23,7 +23,16 @@ def test_the_restyle_blueprint_runs_from_an_empty_canvas(page: comfy_page.ComfyP
     # The way an artist adds it: double-click the canvas, type, Enter.
     box = page.page.locator("canvas").first.bounding_box()
     assert box is not None
-    page.page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # Type only once the search box has the focus: keys sent to the canvas are shortcuts
+    # (on 1.58.1 'n' opens the node library, whose own search box then takes the rest).
+    for _attempt in range(3):
+        page.page.mouse.dblclick(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        try:
+            page.wait_for("() => document.activeElement && document.activeElement.tagName === 'INPUT'",
+                          timeout_s=5, what="the node search box")
+            break
+        except comfy_page.BrowserError:
+            page.page.keyboard.press("Escape")
     page.page.keyboard.type("restyle one image")
     page.wait_for("(title) => [...document.querySelectorAll('li, .option-container, [role=option]')]"
                   ".some((e) => e.innerText && e.innerText.includes(title))", arg=TITLE, timeout_s=30,

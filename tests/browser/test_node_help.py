@@ -31,15 +31,18 @@ def test_a_nodes_help_opens_and_shows_its_page(page: comfy_page.ComfyPage, node_
     doc = DOCS / f"{node_type}.md"
     assert doc.is_file(), f"no help page {doc}"
     expected = _first_paragraph(doc)
-    node = page.evaluate("""(type) => {
-        const app = window.app, canvas = app.canvas; app.graph.clear();
-        // Placed before it is added: Nodes 2.0 (1.32.9) takes a node's place from its pos when
-        // it joins the graph and does not follow later assignments.
-        const node = LiteGraph.createNode(type); node.pos = [500, 400]; app.graph.add(node);
-        // A note up and to the left keeps room above the node for the toolbox once the view fits.
-        const note = LiteGraph.createNode('Note'); note.pos = [0, 0]; app.graph.add(note);
-        canvas.deselectAll();
-        return node.id; }""", node_type)
+    # Opened as a workflow (as a file is), not added to the current graph: in Nodes 2.0 a graph
+    # cleared by script keeps the layout of its old node ids, and node 1 would keep the place and
+    # size of an earlier test's node 1. A note up and to the left keeps room for the toolbox.
+    nodes = [{"id": 1, "type": node_type, "pos": [500, 400], "flags": {}, "order": 1, "mode": 0,
+              "properties": {}},
+             {"id": 2, "type": "Note", "pos": [0, 0], "size": [200, 100], "flags": {}, "order": 0,
+              "mode": 0, "properties": {}, "widgets_values": [""]}]
+    report = page.load_workflow({"last_node_id": 2, "last_link_id": 0, "nodes": nodes, "links": [],
+                                 "groups": [], "config": {}, "extra": {}, "version": 0.4})
+    assert report.unregistered_types == []
+    page.close_dialogs()
+    node = 1
     page.fit_view()  # through the app's command, so that Nodes 2.0's node layer follows the view
     page.click_node_title(node)  # selected as a user does: the toolbox follows a pointer selection
     # The selection toolbox appears over the selected node; its info button opens the help.

@@ -212,21 +212,35 @@ class ComfyPage:
             if (document.activeElement && document.activeElement.blur) document.activeElement.blur(); }""")
 
     def click_node_title(self, node_id: Any) -> None:
-        """Click a node's title bar with the mouse (selects it as a user does). In Nodes 2.0 the
-        node is an element placed by the app's own transform, which can lag a direct change of
-        the canvas' offset or scale: its box is read from the page, not computed."""
-        x, y = self.evaluate("""(id) => {
-            const el = document.querySelector(`[data-node-id="${id}"]`);
-            if (el && el.offsetParent) {
-                const r = el.getBoundingClientRect();
-                return [r.left + r.width / 2, r.top + Math.min(12, r.height / 4)];
-            }
-            const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
-            const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
-                                                              node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
-            const box = canvas.canvas.getBoundingClientRect();
-            return [box.left + cx, box.top + cy]; }""", node_id)
-        self.page.mouse.click(x, y)
+        """Select a node with a mouse click on its title bar, as a user does, and wait until the
+        app reports it selected (a second click if the first only focused the canvas). In Nodes
+        2.0 the node is an element placed by the app's own transform: its box is read from the
+        page, not computed."""
+        for _attempt in range(3):
+            x, y = self.evaluate("""(id) => {
+                // The node's own element: the visible one that shows its title.
+                const title = window.app.graph.getNodeById(id).title;
+                const el = [...document.querySelectorAll(`[data-node-id="${id}"]`)].find((e) => e.offsetParent
+                    && (e.innerText || '').includes(title));
+                if (el) {
+                    const r = el.getBoundingClientRect();
+                    return [r.left + r.width / 2, r.top + Math.min(12, r.height / 4)];
+                }
+                const node = window.app.graph.getNodeById(id), canvas = window.app.canvas;
+                const [cx, cy] = canvas.ds.convertOffsetToCanvas([node.pos[0] + node.size[0] / 2,
+                                                                  node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT / 2]);
+                const box = canvas.canvas.getBoundingClientRect();
+                return [box.left + cx, box.top + cy]; }""", node_id)
+            self.page.mouse.move(x, y)
+            self.page.mouse.click(x, y)
+            try:
+                self.wait_for("""(id) => { const c = window.app.canvas;
+                    return Boolean((c.selected_nodes || {})[id]); }""", arg=node_id, timeout_s=3,
+                              what=f"node {node_id} selected")
+                return
+            except BrowserError:
+                log.info("node %s not selected by the click at (%.0f, %.0f); clicking again", node_id, x, y)
+        raise BrowserError(f"node {node_id} could not be selected with a click on its title")
 
     def click_widget_button(self, node_id: Any, label: str) -> None:
         """Click a node's button widget with the mouse, as a user does: in Nodes 2.0 it is a DOM
@@ -424,20 +438,18 @@ class ComfyPage:
             for (const id of ids) {
               const node = window.app.graph.getNodeById(id);
               const loaded = (imgs) => imgs.length && imgs.every((i) => i.complete && i.naturalWidth > 0);
-              const imgs = (node && node.imgs) || [];
-              if (imgs.length) {  // the classic canvas keeps the decoded images on the node
-                if (!loaded(imgs)) return null;
-                out[id] = imgs.map((i) => i.src);
-                continue;
-              }
-              // Nodes 2.0 draws them in the node's element, one of a batch at a time: the shown
-              // one must have loaded; the batch is the node's outputs as the app stored them.
-              const drawn = [...document.querySelectorAll(`[data-node-id="${id}"] img`)]
+              // What is drawn must have loaded: the decoded images the classic canvas keeps on the
+              // node, or in Nodes 2.0 the image in the node's element (one of a batch at a time).
+              let drawn = (node && node.imgs) || [];
+              if (!drawn.length) drawn = [...document.querySelectorAll(`[data-node-id="${id}"] img`)]
                 .filter((i) => /[/]view[?]/.test(i.src));
+              if (!loaded(drawn)) return null;
+              // The batch: the node's outputs as the app stored them (all modes), else what is drawn.
               const stored = ((window.app.nodeOutputs || {})[String(id)] || {}).images || [];
-              if (!loaded(drawn) || !stored.length) return null;
-              out[id] = stored.map((i) => `/view?filename=${encodeURIComponent(i.filename)}`
-                                         + `&subfolder=${encodeURIComponent(i.subfolder || '')}&type=${i.type}`);
+              out[id] = stored.length
+                ? stored.map((i) => `/view?filename=${encodeURIComponent(i.filename)}`
+                                    + `&subfolder=${encodeURIComponent(i.subfolder || '')}&type=${i.type}`)
+                : drawn.map((i) => i.src);
             }
             return out; }""", arg=node_ids, timeout_s=timeout_s, what=f"images on nodes {node_ids}")
         return {node_id: result[str(node_id)] for node_id in node_ids}
