@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     structure_path, appearance_path, pair_name = _common.find_pair_files(args.pair)
-    structure = _common.pil_to_tensor(_common.load_resized(structure_path, args.size)).unsqueeze(0)
-    appearance = _common.pil_to_tensor(_common.load_resized(appearance_path, args.size)).unsqueeze(0)
+    structure = _common.pil_to_tensor(_common.load_resized(structure_path, args.size))
+    appearance = _common.pil_to_tensor(_common.load_resized(appearance_path, args.size))
     trainer = _common.build_ours(args.model, structure, appearance, args.device, dtype="fp32")
     for _ in range(_common.ours_warmup_steps() + 1):
         trainer.step()
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         steps.append(step)
         speeds.append(speed)
         log.info("round %d: sgemm %.0f GFLOP/s, floor %.2f s, step %.2f s (CPU %.2f s), at %.0f%% of "
-                 "the floor; load %s", index + 1, speed, floor, step, timing.cpu_per_step,
+                 "the floor; %s", index + 1, speed, floor, step, timing.cpu_per_step,
                  100 * floor / step, _common.load_average())
     log.info("median: sgemm %.0f GFLOP/s, step %.2f s, floor fraction %.0f%% (rounds: %s)",
              statistics.median(speeds), statistics.median(steps), 100 * statistics.median(fractions),
