@@ -100,7 +100,7 @@ def _node_text(page: comfy_page.ComfyPage, node_id: int, needle: str) -> str:
 
 def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
         page: comfy_page.ComfyPage, browser_server: ComfyServer, dino_weights: Path,
-        xfail_on: Callable[..., None]) -> None:
+        xfail_on: Callable[..., None], frontend: Any) -> None:
     xfail_on("1.32.9's Nodes 2.0 never draws a widget added after a workflow is loaded to one of "
              "its nodes, ComfyUI's own progress-text widget included (the live loss is not shown "
              "there either); a node created in the session does draw them", version="1.32.9", nodes2=True)
@@ -112,20 +112,23 @@ def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
     train, dino = spec.node_id("train"), spec.node_id("dino")
     page.set_widget(train, "steps", TEST_STEPS)
     # a seed of its own: another test of the session (the blueprint's) may have trained the same
-    # pair with the same settings, and ComfyUI's cache would then serve this first run
-    page.set_widget(train, "seed", 1234)
-    ids = page.evaluate("""([train, dino, structure, appearance]) => {
+    # pair with the same settings, and ComfyUI's cache would then serve this first run; the
+    # classic and Nodes 2.0 cells of a version share a server, so each has its own
+    page.set_widget(train, "seed", 1234 + int(frontend.nodes2))
+    # One file name per cell: the classic and Nodes 2.0 cells of a version share a server.
+    prefix = f"browser/first_click_{frontend.id}"
+    ids = page.evaluate("""([train, dino, structure, appearance, prefix]) => {
         const app = window.app, g = app.graph, t = g.getNodeById(train);
         const metrics = LiteGraph.createNode('SpliceMetrics'); g.add(metrics); metrics.pos = [1540, 560];
         const save = LiteGraph.createNode('SpliceSaveGenerator'); g.add(save); save.pos = [1900, 560];
-        save.widgets.find((w) => w.name === 'filename_prefix').value = 'browser/first_click';
+        save.widgets.find((w) => w.name === 'filename_prefix').value = prefix;
         g.getNodeById(dino).connect(0, metrics, 0);
         t.connect(2, metrics, 1);
         g.getNodeById(structure).connect(0, metrics, 2);
         g.getNodeById(appearance).connect(0, metrics, 3);
         t.connect(0, save, 0);
         return [metrics.id, save.id]; }""",
-                        [train, dino, spec.node_id("structure"), spec.node_id("appearance")])
+                        [train, dino, spec.node_id("structure"), spec.node_id("appearance"), prefix])
     metrics, save = ids
     page.fit_view()
 
@@ -136,7 +139,7 @@ def test_basic_runs_once_shows_its_text_and_is_not_trained_again(
     loss = _node_text(page, train, f"{TEST_STEPS}/{TEST_STEPS} steps done; last loss ")
     assert float(loss.split("last loss ")[1].split(" ")[0]) > 0
     assert "DINO-I:" in _node_text(page, metrics, "structure distance:")
-    saved = browser_server.generators_dir / "browser" / "first_click_00001_.safetensors"
+    saved = browser_server.generators_dir / f"{prefix}_00001_.safetensors"
     assert saved.is_file()
     assert str(saved) in _node_text(page, save, "Saved ")
 
