@@ -187,7 +187,6 @@ def _images(args: argparse.Namespace, path: Path) -> str:
 
     pair = args.pair or os.environ.get("SPLICE_BENCH_PAIR")
     if pair:
-        sys.path.insert(0, str(REPO_ROOT))
         from bench import _common
 
         structure_path, appearance_path, where = _common.find_pair_files(pair)
@@ -260,7 +259,7 @@ def compare(args: argparse.Namespace) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.serve:
-        sys.path.insert(0, args.serve)
+        # the child runs in the tree with PYTHONPATH set to it: its comfy_splice is that tree's
         serve(args, sys.stdin, sys.stdout)
         return 0
     if args.warmup < 2:
