@@ -82,9 +82,10 @@ class MaterialQueryError(SpliceRefusal):
 class MaterialScorer(Protocol):
     """What Select Material needs from a Materialistic network (``comfy_splice.materialistic``).
 
-    ``target`` [B, 3, H, W] ImageNet-normalised; ``clicks`` [B, 2] long, (row, col) pixels of the
-    query image (``query``, or ``target`` itself when None) at the size given; returns
-    [B, 1, H, W] scores in [0, 1].
+    ``target`` [B, 3, H, W] ImageNet-normalised; ``clicks`` [B, K, 2] long, K (row, col) pixels
+    of the query image (``query``, or ``target`` itself when None) at the size given; returns
+    [B, 1, H, W] scores in [0, 1], the maximum over the K clicks (the union of what each selects;
+    the network computes the image's features once for all of them).
     """
 
     def score(self, target: Tensor, clicks: Tensor, query: Tensor | None = None) -> Tensor: ...
@@ -318,9 +319,10 @@ def model_scores(model: MaterialScorer, images: Tensor, query: Query, query_imag
                  on_step: Callable[[int, int], None] | None = None) -> Tensor:
     """[B, 3, H, W] images in [0, 1] -> [B, 1, H, W] Materialistic scores in [0, 1] at their size.
 
-    Every image is scored at its working size (short side 512, multiples of 8); each click is one
-    ``model.score`` call and the clicks' scores are combined by their maximum (the union of what
-    each click selects). Clicks are mapped to the working size of the image they are on.
+    Every image is scored at its working size (short side 512, multiples of 8) in one
+    ``model.score`` call with all its clicks, whose scores the network combines by their maximum
+    (the union of what each click selects): the ViT runs once per image, not once per click.
+    Clicks are mapped to the working size of the image they are on.
     """
     device = torch.device(device)
     size = (int(images.shape[-2]), int(images.shape[-1]))
@@ -328,7 +330,6 @@ def model_scores(model: MaterialScorer, images: Tensor, query: Query, query_imag
     qsize = work if query_images is None else working_size(
         int(query_images.shape[-2]), int(query_images.shape[-1]), patch, short_side)
     clicks_of = [model_clicks(query.masks[query.index(b)], qsize) for b in range(images.shape[0])]
-    total, done = sum(int(clicks.shape[0]) for clicks in clicks_of), 0
     out = []
     for b, clicks in enumerate(clicks_of):
         target = to_working(images[b:b + 1].to(device), work)
@@ -336,18 +337,13 @@ def model_scores(model: MaterialScorer, images: Tensor, query: Query, query_imag
         if query_images is not None:
             q = 0 if query_images.shape[0] == 1 else b
             reference = to_working(query_images[q:q + 1].to(device), qsize)
-        best: Tensor | None = None
-        for click in clicks:
-            with torch.no_grad():
-                score = model.score(target, click[None].to(device), reference).float()
-            if tuple(score.shape) != (1, 1, *work):
-                raise ValueError(f"the Materialistic network returned scores of shape {tuple(score.shape)} "
-                                 f"for a {work[1]}x{work[0]} image; expected (1, 1, {work[0]}, {work[1]})")
-            best = score if best is None else torch.maximum(best, score)
-            done += 1
-            if on_step is not None:
-                on_step(done, total)
-        assert best is not None  # every query has a click (mask_query / point_query)
+        with torch.no_grad():
+            best = model.score(target, clicks[None].to(device), reference).float()
+        if tuple(best.shape) != (1, 1, *work):
+            raise ValueError(f"the Materialistic network returned scores of shape {tuple(best.shape)} "
+                             f"for a {work[1]}x{work[0]} image; expected (1, 1, {work[0]}, {work[1]})")
+        if on_step is not None:
+            on_step(b + 1, len(clicks_of))
         out.append(upsample(best.clamp(0, 1), size).cpu())
     return torch.cat(out)
 

@@ -302,13 +302,16 @@ class MaterialisticNet(nn.Module):
                              f"{self.patch_size}px patch on both sides; resize it first")
 
     def _check_clicks(self, clicks: Tensor, batch: int, height: int, width: int) -> Tensor:
-        if clicks.ndim != 2 or clicks.shape[1] != 2 or clicks.shape[0] != batch:
-            raise ValueError(f"clicks: expected [{batch}, 2] (row, col) pixels, one per image, got "
-                             f"{tuple(clicks.shape)}")
+        """[B, 2] or [B, K, 2] integer (row, col) pixels inside the query image -> [B, K, 2] long."""
+        if clicks.ndim == 2:
+            clicks = clicks[:, None]
+        if clicks.ndim != 3 or clicks.shape[2] != 2 or clicks.shape[0] != batch or clicks.shape[1] == 0:
+            raise ValueError(f"clicks: expected [{batch}, 2] (row, col) pixels, one per image (or "
+                             f"[{batch}, K, 2], K clicks per image), got {tuple(clicks.shape)}")
         if clicks.is_floating_point() or clicks.is_complex():
             raise ValueError("clicks: expected integer (row, col) pixel coordinates")
         clicks = clicks.long()
-        rows, cols = clicks[:, 0], clicks[:, 1]
+        rows, cols = clicks[..., 0].reshape(-1), clicks[..., 1].reshape(-1)
         outside = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
         if bool(outside.any()):
             first = int(outside.nonzero()[0, 0])
@@ -321,7 +324,10 @@ class MaterialisticNet(nn.Module):
         """Material-similarity scores [B, 1, H, W] in [0, 1] of the target images.
 
         ``target``: [B, 3, H, W] ImageNet-normalised, H and W multiples of the patch (8).
-        ``clicks``: [B, 2] integer (row, col) pixels, one per image, in the *query* image.
+        ``clicks``: [B, 2] integer (row, col) pixels, one per image, in the *query* image; or
+        [B, K, 2], K clicks per image, whose scores combine by their maximum (the union of what
+        each selects). The ViT and the level maps run once per image whatever K is: only the
+        reference embedding, the cross-similarity and the fusion depend on the click.
         ``query``: None when the clicks are in ``target`` itself; else [B or 1, 3, Hq, Wq]
         normalised images (any size that is a multiple of the patch): each level's reference
         embedding is taken from the query's maps at the click and attended over the target's
@@ -346,34 +352,38 @@ class MaterialisticNet(nn.Module):
 
         attentions = [cast(_CrossAttention, a) for a in self.attention]
         fusions = [cast(_Fusion, f) for f in self.fusion]
-        references: list[Tensor] = []
+        # references[k][level]: click k's reference embedding at each level (small vectors)
+        references: list[list[Tensor]] = []
         if query is not None:
-            query_maps, grids = self._level_maps(source)
-            for attention, level_map, grid in zip(attentions, query_maps, grids):
-                normed = attention.normalised(level_map)
-                references.append(attention.reference_embedding(normed, grid, clicks, index))
+            query_maps, query_grids = self._level_maps(source)
+            normed_query = [a.normalised(m) for a, m in zip(attentions, query_maps)]
             del query_maps
+            references = [[a.reference_embedding(n, g, clicks[:, k], index)
+                           for a, n, g in zip(attentions, normed_query, query_grids)]
+                          for k in range(clicks.shape[1])]
+            del normed_query
         target_maps, grids = self._level_maps(target)
-        maps: list[Tensor | None] = list(target_maps)
+        normed = [a.normalised(m) for a, m in zip(attentions, target_maps)]
         del target_maps
-        selected: list[Tensor] = []
-        for level, (attention, grid) in enumerate(zip(attentions, grids)):
-            current, maps[level] = maps[level], None  # freed once normalised
-            if current is None:  # pragma: no cover - each level is visited once
-                raise RuntimeError("level map used twice")
-            normed = attention.normalised(current)
-            del current
-            reference = references[level] if references else \
-                attention.reference_embedding(normed, grid, clicks, index)
-            out = attention(normed, reference)
-            selected.append(out.transpose(1, 2).reshape(batch, out.shape[2], *grid))
-            del normed, out
-        path = fusions[3](selected[3])
-        for level in (2, 1):
-            path = fusions[level](selected[level], path)
-        merged = fusions[0].merged(selected[0], path)
-        del path, selected
-        return self._pixel_scores(merged, fusions[0].out_conv, (height, width))
+        best: Tensor | None = None
+        for k in range(clicks.shape[1]):
+            selected: list[Tensor] = []
+            for level, (attention, grid) in enumerate(zip(attentions, grids)):
+                reference = references[k][level] if references else \
+                    attention.reference_embedding(normed[level], grid, clicks[:, k], index)
+                out = attention(normed[level], reference)
+                selected.append(out.transpose(1, 2).reshape(batch, out.shape[2], *grid))
+                del out
+            path = fusions[3](selected[3])
+            for level in (2, 1):
+                path = fusions[level](selected[level], path)
+            merged = fusions[0].merged(selected[0], path)
+            del path, selected
+            scores = self._pixel_scores(merged, fusions[0].out_conv, (height, width))
+            del merged
+            best = scores if best is None else torch.maximum(best, scores)
+        assert best is not None  # _check_clicks refuses K = 0
+        return best
 
     def _pixel_scores(self, merged: Tensor, out_conv: nn.Conv2d, size: tuple[int, int]) -> Tensor:
         """The finest fusion's 1x1 conv, the per-pixel MLP and the sigmoid, a few rows at a time

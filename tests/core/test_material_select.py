@@ -188,12 +188,16 @@ class PlumbingStandIn:
         self.calls: list[tuple[tuple[int, ...], list[int], tuple[int, ...] | None]] = []
 
     def score(self, target: Tensor, clicks: Tensor, query: Tensor | None = None) -> Tensor:
-        self.calls.append((tuple(target.shape), clicks[0].tolist(),
-                           None if query is None else tuple(query.shape)))
-        source = target if query is None else query
-        row, col = clicks[0].tolist()
-        red = source[:, 0, row, col]
-        return ((target[:, :1] - red.view(-1, 1, 1, 1)).abs() < 0.1 / 0.229).float()
+        # the contract: [B, K, 2] clicks, scores combined by their maximum; one record per click
+        best = torch.zeros_like(target[:, :1])
+        for click in clicks[0]:
+            self.calls.append((tuple(target.shape), click.tolist(),
+                               None if query is None else tuple(query.shape)))
+            source = target if query is None else query
+            row, col = click.tolist()
+            red = source[:, 0, row, col]
+            best = torch.maximum(best, ((target[:, :1] - red.view(-1, 1, 1, 1)).abs() < 0.1 / 0.229).float())
+        return best
 
 
 def _halves(height: int, width: int) -> Tensor:

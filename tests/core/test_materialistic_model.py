@@ -182,6 +182,30 @@ def test_one_query_image_serves_every_target(net: MaterialisticNet) -> None:
         torch.testing.assert_close(both[b], alone[0], atol=1e-6, rtol=0)
 
 
+def test_several_clicks_are_the_union_with_one_vit_pass(net: MaterialisticNet,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """[B, K, 2] clicks: the maximum of the single clicks' scores, in or across images, with the
+    ViT run once per image set (target, and query when given), not once per click."""
+    target, query = _images(1, 48, 64, seed=8), _images(1, 40, 56, seed=9)
+    clicks = torch.tensor([[[5, 7], [40, 60], [20, 3]]])
+    passes: list[int] = []
+    real = net.backbone.descriptors
+
+    def counted(*args: object, **kwargs: object) -> object:
+        passes.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    for q, size in ((None, (48, 64)), (query, (40, 56))):
+        inside = clicks.clamp(max=torch.tensor([size[0] - 1, size[1] - 1]))
+        monkeypatch.setattr(net.backbone, "descriptors", counted)
+        passes.clear()
+        union = net.score(target, inside, query=q)
+        assert len(passes) == (1 if q is None else 2)
+        monkeypatch.setattr(net.backbone, "descriptors", real)
+        singles = [net.score(target, inside[:, k], query=q) for k in range(inside.shape[1])]
+        torch.testing.assert_close(union, torch.stack(singles).amax(dim=0), atol=1e-6, rtol=0)
+
+
 def test_row_col_convention(net: MaterialisticNet) -> None:
     """A click is (row, col): on a transposed image, the transposed click gives the transposed
     scores' reference (checked through the reference, which indexes [row, col] explicitly)."""
