@@ -216,20 +216,40 @@ def planned_backward_mode(backbone: Any, structure: "torch.Tensor", appearance: 
 
 def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor", device: str,
                dtype: str = "auto", seed: int = 0) -> Any:
-    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE), training
+    """comfy_splice's SpliceTrainer on a random-init backbone (see RANDOM_INIT_NOTE; ``tiny``:
+    :func:`tiny_backbone`), training
     in the generator's backward mode its plan picks here (:func:`planned_backward_mode`).
 
     Configured without full-image steps (``full_image_every=0``), so that every step after the
     trainer's warm-up is a regular one: the benchmarks time the trainer's own ``step()`` and
     need no copy of its schedule. Warm up for at least ``WARMUP_STEPS`` untimed steps."""
-    from comfy_splice.dino.fixtures import build_backbone
     from comfy_splice.run import TrainConfig
     from comfy_splice.train import SpliceTrainer
 
-    backbone = build_backbone(model, device=device, seed=seed)
+    backbone = tiny_backbone(seed).to(device) if model == "tiny" else build_backbone(model, device, seed)
     config = TrainConfig(seed=seed, dtype=dtype, full_image_every=0)
     mode = planned_backward_mode(backbone, structure, appearance, config, device)
     return SpliceTrainer(backbone, structure, appearance, config, device, backward_mode=mode)
+
+
+def build_backbone(model: str, device: str, seed: int = 0) -> Any:
+    """A random-init DINO backbone of a real architecture (see RANDOM_INIT_NOTE)."""
+    from comfy_splice.dino.fixtures import build_backbone as build
+
+    return build(model, device=device, seed=seed)
+
+
+def tiny_backbone(seed: int = 0) -> Any:
+    """A 2-block, 64-channel random ViT with 8 px patches: lets a test run a benchmark script
+    end to end in seconds; its figures mean nothing."""
+    import torch
+
+    from comfy_splice.dino.vit import DinoBackbone, timm_vit
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vit = timm_vit(8, 64, 2, 1, 4.0, 224)
+    return DinoBackbone(vit, name="tiny", source="random init")
 
 
 def ours_warmup_steps() -> int:
