@@ -12,14 +12,14 @@ the file lands in the first ``splice_dino`` folder under the name the node lists
   model identity check, ``$HF_ENDPOINT`` honoured), run off the event loop, with progress as
   ``splice.dino_download`` websocket events ``{"name", "done", "total"}``. The answer is
   ``{"name": <file now on disk>, "path", "files"}``, or ``{"error": ...}`` with 400 (not an
-  official name / bad request), 409 (that download is already running) or 502 (the download
-  failed; the message says what to do).
+  official name / bad request; the body is read and parsed as the stop route's is:
+  ``request_body.py``), 413 (a body over ``MAX_BODY_BYTES``), 409 (that download is already
+  running) or 502 (the download failed; the message says what to do).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -27,8 +27,8 @@ from typing import Any
 
 from ..comfy_splice.dino.download import download_weights
 from ..comfy_splice.refusal import SpliceRefusal
-from . import paths
-from . import api
+from . import api, paths
+from .request_body import parse_flat_object, read_body
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +47,25 @@ _routes_added = False
 class DownloadRequestError(SpliceRefusal):
     """A download request the route refuses; the text is the answer's ``error``."""
 
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _example() -> str:
+    return f'send {{"name": "{paths.DEFAULT_DINO_FILE}"}}'
+
+
+def _error(reason: str, status: int = 400) -> DownloadRequestError:
+    return DownloadRequestError(f"{reason}; {_example()}", status)
+
 
 def parse_request(raw: bytes) -> str:
-    """The official file name a request body asks for, or a DownloadRequestError saying why not."""
-    example = f'send {{"name": "{paths.DEFAULT_DINO_FILE}"}}'
-    if len(raw) > MAX_BODY_BYTES:
-        raise DownloadRequestError(f"the request is larger than {MAX_BODY_BYTES} bytes; {example}")
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise DownloadRequestError(f"the request is not JSON; {example}") from None
-    if not isinstance(body, dict) or set(body) != {"name"} or not isinstance(body["name"], str):
-        raise DownloadRequestError(f"the request must be one object with a text 'name'; {example}")
+    """The official file name a request body asks for, or a DownloadRequestError saying why not
+    (size, nesting, syntax and repeated keys: :func:`request_body.parse_flat_object`)."""
+    body = parse_flat_object(raw, MAX_BODY_BYTES, _error)
+    if set(body) != {"name"} or not isinstance(body["name"], str):
+        raise _error("the request must be one object with a text 'name'")
     name = body["name"]
     if name not in paths.OFFICIAL_FILE_NAMES:
         raise DownloadRequestError(
@@ -118,11 +125,9 @@ def add_routes() -> None:
     @prompt_server.routes.post(DOWNLOAD_ROUTE)
     async def dino_download(request: web.Request) -> web.Response:
         try:
-            if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-                raise DownloadRequestError(f"the request is larger than {MAX_BODY_BYTES} bytes")
-            name = parse_request(await request.content.read(MAX_BODY_BYTES + 1))
+            name = parse_request(await read_body(request, MAX_BODY_BYTES, _error))
         except DownloadRequestError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"error": str(exc)}, status=exc.status)
         try:
             answer = await asyncio.get_running_loop().run_in_executor(None, download, name, prompt_server)
         except DownloadRequestError as exc:

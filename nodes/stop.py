@@ -24,15 +24,15 @@ an earlier request already asked to stop are listed under ``"already_stopping"``
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 from ..comfy_splice.refusal import SpliceRefusal
-from ..comfy_splice.validation import json_depth, json_type, short
+from ..comfy_splice.validation import json_type, short
 from . import api
+from .request_body import parse_flat_object, read_body
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +118,6 @@ def request_stop(node_id: str | None = None, prompt_id: str | None = None, *,
     return _ask(node_id, prompt_id, all_runs)[0]
 
 
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """JSON objects whose keys repeat are refused: which value counts would be a guess."""
-    body: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in body:
-            raise StopRequestError(f"the key {short(key)} appears twice; {EXAMPLE}")
-        body[key] = value
-    return body
-
-
 def _id(body: dict[str, Any], key: str) -> str | None:
     """An optional id: absent, or non-empty text of at most MAX_ID_CHARS characters."""
     if key not in body:
@@ -141,34 +131,14 @@ def _id(body: dict[str, Any], key: str) -> str | None:
     return value
 
 
-def _too_large() -> StopRequestError:
-    return StopRequestError(f"the request body is over {MAX_BODY_BYTES} bytes; {EXAMPLE}", status=413)
+def _error(reason: str, status: int = 400) -> StopRequestError:
+    return StopRequestError(f"{reason}; {EXAMPLE}", status=status)
 
 
 def parse_stop_request(raw: bytes) -> StopRequest:
-    """The request in a body of at most MAX_BODY_BYTES, or StopRequestError with the reason.
-
-    Parsing is bounded: the size is checked first (the caller reads at most one byte more), then
-    the nesting is counted without parsing (``json_depth``), so ``json`` only ever sees a flat
-    object of a few KB; RecursionError, which Python's parser raises on deep nesting, is caught
-    all the same."""
-    if len(raw) > MAX_BODY_BYTES:
-        raise _too_large()
-    try:
-        text = raw.decode("utf-8")
-        depth = json_depth(text)
-        if depth > MAX_DEPTH:
-            raise StopRequestError(f"the JSON is nested {depth} levels deep; a stop request is one flat "
-                                   f"object; {EXAMPLE}")
-        body = json.loads(text, object_pairs_hook=_no_duplicate_keys) if text.strip() else None
-    except RecursionError:
-        raise StopRequestError(f"the JSON is nested too deeply; {EXAMPLE}") from None
-    except StopRequestError:  # too deep, or a repeated key (from the hook)
-        raise
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError (both ValueErrors)
-        raise StopRequestError(f"the body is not JSON ({type(exc).__name__}); {EXAMPLE}") from None
-    if not isinstance(body, dict):
-        raise StopRequestError(f"the body must be a JSON object; {EXAMPLE}")
+    """The request in a body of at most MAX_BODY_BYTES, or StopRequestError with the reason
+    (size, nesting, syntax and repeated keys: :func:`request_body.parse_flat_object`)."""
+    body = parse_flat_object(raw, MAX_BODY_BYTES, _error, MAX_DEPTH)
     unknown = [key for key in body if key not in KNOWN_KEYS]
     if unknown:
         raise StopRequestError(f"unknown key {short(unknown[0])} (the keys are {', '.join(KNOWN_KEYS)}); {EXAMPLE}")
@@ -182,19 +152,6 @@ def parse_stop_request(raw: bytes) -> StopRequest:
     return StopRequest(node_id=node_id, prompt_id=prompt_id)
 
 
-async def _read_body(request: Any) -> bytes:
-    """At most MAX_BODY_BYTES + 1 bytes of the body: a declared larger one is refused unread."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise _too_large()
-    data = b""
-    while len(data) <= MAX_BODY_BYTES:
-        chunk = await request.content.read(MAX_BODY_BYTES + 1 - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
 def add_routes() -> None:
     """Add ``POST /splice/stop`` to ComfyUI's server once (no-op when no server is running)."""
     global _routes_added
@@ -206,7 +163,7 @@ def add_routes() -> None:
     @prompt_server.routes.post(ROUTE)
     async def stop_training(request: web.Request) -> web.Response:
         try:  # nothing is stopped unless the whole request is valid
-            wanted = parse_stop_request(await _read_body(request))
+            wanted = parse_stop_request(await read_body(request, MAX_BODY_BYTES, _error))
         except StopRequestError as exc:
             return web.json_response({"error": str(exc)}, status=exc.status)
         stopped, already = _ask(wanted.node_id, wanted.prompt_id, all_runs=wanted.node_id is None)

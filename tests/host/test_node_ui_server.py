@@ -119,18 +119,24 @@ def test_an_absent_official_file_reaches_the_node_and_names_the_button(
     assert "download_if_missing" in result.error_message
 
 
-@pytest.mark.parametrize(("body", "needle"), [
-    (b'{"name": "tiny_dino_vit.pth"}', "not an official DINO file"),
-    (b'{"name": "../../etc/passwd"}', "not an official DINO file"),
-    (b"not json", "not JSON"),
-    (b'{"name": "dino_deitsmall16_pretrain.pth", "url": "http://example.com"}', "one object with a text 'name'"),
-    (b'{"name": 5}', "one object with a text 'name'"),
-    (b"[" * 5000, "larger than"),
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b'{"name": "tiny_dino_vit.pth"}', 400, "not an official DINO file"),
+    (b'{"name": "../../etc/passwd"}', 400, "not an official DINO file"),
+    (b"not json", 400, "not JSON"),
+    (b'{"name": "dino_deitsmall16_pretrain.pth", "url": "http://example.com"}', 400,
+     "one object with a text 'name'"),
+    (b'{"name": 5}', 400, "one object with a text 'name'"),
+    (b'{"name": "tiny_dino_vit.pth", "name": "dino_deitsmall16_pretrain.pth"}', 400, "appears twice"),
+    (b'{"name": ["dino_deitsmall16_pretrain.pth"]}', 400, "nested 2 levels deep"),
+    (b"[" * 5000, 413, "over 1024 bytes"),
+    # sent in pieces (chunked, no length declared): read to its end, then refused for its size
+    (iter([b'{"name": "', b"x" * 1100, b'"}']), 413, "over 1024 bytes"),
 ])
-def test_the_download_route_refuses_anything_but_an_official_name(comfy_server: ComfyServer, body: bytes,
-                                                                   needle: str) -> None:
+def test_the_download_route_refuses_anything_but_an_official_name(comfy_server: ComfyServer, body: Any,
+                                                                   status: int, needle: str) -> None:
     before = sorted(p.name for p in comfy_server.models_dir.iterdir())
     response = requests.post(f"{comfy_server.url}/splice/dino/download", data=body, timeout=30)
-    assert response.status_code == 400, response.text
+    assert response.status_code == status, response.text
     assert needle in response.json()["error"]
+    assert 'send {"name": ' in response.json()["error"] or "not an official" in response.json()["error"]
     assert sorted(p.name for p in comfy_server.models_dir.iterdir()) == before
