@@ -59,6 +59,27 @@ def _descriptor_inputs(block: int, bin_default: bool) -> list[Any]:
     ]
 
 
+def _foreground_inputs(elbow_tooltip: str) -> list[Any]:
+    """The co-segmentation widgets the object and part nodes share (same names, same order, after
+    the descriptor widgets): the elbow rule, the attention vote and the k-means sampling."""
+    return [
+        advanced(io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
+                                tooltip=elbow_tooltip)),
+        advanced(io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
+                                tooltip="An image votes a cluster foreground when DINO's attention over it "
+                                        "averages above this (attention is scaled to 0..1 per image).")),
+        advanced(io.Int.Input("votes_percentage", default=75, min=1, max=100,
+                              tooltip="A cluster is foreground when at least this % of the images "
+                                      "vote for it.")),
+        advanced(io.Int.Input("sample_interval", default=100, min=1, max=10000,
+                              tooltip="k-means is fitted on every n-th descriptor (all are then assigned). "
+                                      "Lower it for few or small images.")),
+        advanced(io.Boolean.Input("low_res_saliency", default=True,
+                                  tooltip="Compute the attention at half size and the model's own stride "
+                                          "(as the paper's code; far less memory).")),
+    ]
+
+
 def _config(handle: DinoHandle, load_size: int, block: int, facet: str, stride: int, bin: bool) -> DescriptorConfig:
     """The core configuration, checked against this backbone now (block range, facet, stride)."""
     check_block(handle, block)
@@ -123,21 +144,8 @@ class SpliceDinoCosegmentation(SearchAliases, io.ComfyNode):
                 io.Image.Input("images", tooltip="At least 2 images showing the same kind of object; one mask "
                                                  "per image comes out."),
                 *_descriptor_inputs(-1, False),
-                advanced(io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
-                                        tooltip="Elbow rule: add clusters until one more improves the fit by less "
-                                                "than 1 - elbow. Lower = fewer, coarser clusters.")),
-                advanced(io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
-                                        tooltip="An image votes a cluster foreground when DINO's attention over it "
-                                                "averages above this (attention is scaled to 0..1 per image).")),
-                advanced(io.Int.Input("votes_percentage", default=75, min=1, max=100,
-                                      tooltip="A cluster is foreground when at least this % of the images "
-                                              "vote for it.")),
-                advanced(io.Int.Input("sample_interval", default=100, min=1, max=10000,
-                                      tooltip="k-means is fitted on every n-th descriptor (all are then assigned). "
-                                              "Lower it for few or small images.")),
-                advanced(io.Boolean.Input("low_res_saliency", default=True,
-                                          tooltip="Compute the attention at half size and the model's own stride "
-                                                  "(as the paper's code; far less memory).")),
+                *_foreground_inputs("Elbow rule: add clusters until one more improves the fit by less "
+                                    "than 1 - elbow. Lower = fewer, coarser clusters."),
                 io.Boolean.Input("remove_outliers", default=False,
                                  tooltip="Leave out images whose global DINO descriptor is far from the "
                                          "others' mean; they get an empty mask."),
@@ -215,19 +223,8 @@ class SpliceDinoPartCosegmentation(SearchAliases, io.ComfyNode):
                              tooltip="Which part the 'mask' output holds: 0 = the largest part, 1 the next "
                                      "...; -1 = all parts (the whole object)."),
                 *_descriptor_inputs(-1, False),
-                advanced(io.Float.Input("elbow", default=0.975, min=0.5, max=0.999, step=0.005,
-                                        tooltip="Elbow rule of the first (object/background) clustering.")),
-                advanced(io.Float.Input("thresh", default=0.065, min=0.0, max=1.0, step=0.005,
-                                        tooltip="Attention threshold of the foreground vote (0..1 per image).")),
-                advanced(io.Int.Input("votes_percentage", default=75, min=1, max=100,
-                                      tooltip="A cluster is foreground when at least this % of the images "
-                                              "vote for it.")),
-                advanced(io.Int.Input("sample_interval", default=100, min=1, max=10000,
-                                      tooltip="k-means is fitted on every n-th descriptor; lower it for few or "
-                                              "small images.")),
-                advanced(io.Boolean.Input("low_res_saliency", default=True,
-                                          tooltip="Compute the attention at half size and the model's own "
-                                                  "stride (less memory).")),
+                *_foreground_inputs("Elbow rule of the first (object/background) clustering: add "
+                                    "clusters until one more improves the fit by less than 1 - elbow."),
                 io.Int.Input("seed", default=0, min=0, max=2**31 - 1,
                              tooltip="Seed of k-means: the same seed gives the same parts."),
             ],
