@@ -46,10 +46,17 @@ def parse_flat_object(raw: bytes, limit: int, error: MakeError, max_depth: int =
     depth = json_depth(text)
     if depth > max_depth:
         raise error(f"the JSON is nested {depth} levels deep; the request is one flat object", 400)
+
+    def no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in body:  # the route's error passes json.loads: only its syntax errors are caught
+                raise error(f"the key {short(key)} appears twice", 400)
+            body[key] = value
+        return body
+
     try:
-        body = json.loads(text, object_pairs_hook=_no_duplicate_keys) if text.strip() else None
-    except _RepeatedKey as exc:
-        raise error(f"the key {short(exc.key)} appears twice", 400) from None
+        body = json.loads(text, object_pairs_hook=no_repeated_keys) if text.strip() else None
     except RecursionError:
         raise error("the JSON is nested too deeply", 400) from None
     except json.JSONDecodeError:
@@ -58,20 +65,3 @@ def parse_flat_object(raw: bytes, limit: int, error: MakeError, max_depth: int =
         raise error("the body must be a JSON object", 400)
     return body
 
-
-class _RepeatedKey(Exception):
-    """A key given twice in one object (raised from inside ``json.loads``; not a ValueError, so
-    it cannot be taken for a syntax error)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in body:
-            raise _RepeatedKey(key)
-        body[key] = value
-    return body
