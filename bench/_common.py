@@ -223,33 +223,28 @@ def build_ours(model: str, structure: "torch.Tensor", appearance: "torch.Tensor"
     Configured without full-image steps (``full_image_every=0``), so that every step after the
     trainer's warm-up is a regular one: the benchmarks time the trainer's own ``step()`` and
     need no copy of its schedule. Warm up for at least ``WARMUP_STEPS`` untimed steps."""
+    from comfy_splice.dino.fixtures import build_backbone
     from comfy_splice.run import TrainConfig
     from comfy_splice.train import SpliceTrainer
 
-    backbone = tiny_backbone(seed).to(device) if model == "tiny" else build_backbone(model, device, seed)
+    backbone = tiny_backbone(seed).to(device) if model == "tiny" else build_backbone(model, device=device, seed=seed)
     config = TrainConfig(seed=seed, dtype=dtype, full_image_every=0)
     mode = planned_backward_mode(backbone, structure, appearance, config, device)
     return SpliceTrainer(backbone, structure, appearance, config, device, backward_mode=mode)
 
 
-def build_backbone(model: str, device: str, seed: int = 0) -> Any:
-    """A random-init DINO backbone of a real architecture (see RANDOM_INIT_NOTE)."""
-    from comfy_splice.dino.fixtures import build_backbone as build
-
-    return build(model, device=device, seed=seed)
-
-
 def tiny_backbone(seed: int = 0) -> Any:
-    """A 2-block, 64-channel random ViT with 8 px patches: lets a test run a benchmark script
-    end to end in seconds; its figures mean nothing."""
-    import torch
+    """The tests' tiny random ViT (2 blocks, 64 channels, 8 px patches), written and loaded
+    through the pack's own weight code: lets a test run a benchmark script end to end in
+    seconds; its figures mean nothing."""
+    import tempfile
 
-    from comfy_splice.dino.vit import DinoBackbone, timm_vit
+    from comfy_splice.dino.fixtures import save_tiny_backbone
+    from comfy_splice.dino.weights import load_backbone
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        vit = timm_vit(8, 64, 2, 1, 4.0, 224)
-    return DinoBackbone(vit, name="tiny", source="random init")
+    with tempfile.TemporaryDirectory() as folder:
+        return load_backbone(save_tiny_backbone(Path(folder) / "tiny_dino_vit.pth", patch_size=8,
+                                                seed=seed))
 
 
 def ours_warmup_steps() -> int:

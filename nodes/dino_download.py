@@ -39,6 +39,8 @@ MAX_BODY_BYTES = 1024
 PROGRESS_EVERY_S = 0.25
 """At most this often a progress event (plus the first and the last)."""
 
+EXAMPLE = f'send {{"name": "{paths.DEFAULT_DINO_FILE}"}}'
+
 _lock = threading.Lock()
 _running: set[str] = set()
 _routes_added = False
@@ -52,12 +54,8 @@ class DownloadRequestError(SpliceRefusal):
         self.status = status
 
 
-def _example() -> str:
-    return f'send {{"name": "{paths.DEFAULT_DINO_FILE}"}}'
-
-
 def _error(reason: str, status: int = 400) -> DownloadRequestError:
-    return DownloadRequestError(f"{reason}; {_example()}", status)
+    return DownloadRequestError(f"{reason}; {EXAMPLE}", status)
 
 
 def parse_request(raw: bytes) -> str:

@@ -118,6 +118,10 @@ def request_stop(node_id: str | None = None, prompt_id: str | None = None, *,
     return _ask(node_id, prompt_id, all_runs)[0]
 
 
+def _error(reason: str, status: int = 400) -> StopRequestError:
+    return StopRequestError(f"{reason}; {EXAMPLE}", status=status)
+
+
 def _id(body: dict[str, Any], key: str) -> str | None:
     """An optional id: absent, or non-empty text of at most MAX_ID_CHARS characters."""
     if key not in body:
@@ -126,13 +130,8 @@ def _id(body: dict[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID_CHARS:
         got = (f"a string of {len(value)} characters" if value.strip() else "an empty string") \
             if isinstance(value, str) else json_type(value)
-        raise StopRequestError(f"{key} must be non-empty text (at most {MAX_ID_CHARS} characters), got "
-                               f"{got}; {EXAMPLE}")
+        raise _error(f"{key} must be non-empty text (at most {MAX_ID_CHARS} characters), got {got}")
     return value
-
-
-def _error(reason: str, status: int = 400) -> StopRequestError:
-    return StopRequestError(f"{reason}; {EXAMPLE}", status=status)
 
 
 def parse_stop_request(raw: bytes) -> StopRequest:
@@ -141,14 +140,14 @@ def parse_stop_request(raw: bytes) -> StopRequest:
     body = parse_flat_object(raw, MAX_BODY_BYTES, _error, MAX_DEPTH)
     unknown = [key for key in body if key not in KNOWN_KEYS]
     if unknown:
-        raise StopRequestError(f"unknown key {short(unknown[0])} (the keys are {', '.join(KNOWN_KEYS)}); {EXAMPLE}")
+        raise _error(f"unknown key {short(unknown[0])} (the keys are {', '.join(KNOWN_KEYS)})")
     node_id, prompt_id = _id(body, "node_id"), _id(body, "prompt_id")
     if "all" in body and body["all"] is not True:
-        raise StopRequestError(f"\"all\" may only be true (to stop every running training); {EXAMPLE}")
+        raise _error("\"all\" may only be true (to stop every running training)")
     if node_id is not None and "all" in body:
-        raise StopRequestError(f"give either node_id or \"all\": true, not both; {EXAMPLE}")
+        raise _error("give either node_id or \"all\": true, not both")
     if node_id is None and "all" not in body:
-        raise StopRequestError(f"the request names no training; {EXAMPLE}")
+        raise _error("the request names no training")
     return StopRequest(node_id=node_id, prompt_id=prompt_id)
 
 
